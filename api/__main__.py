@@ -1,0 +1,26 @@
+"""``python -m api``: serve the API with uvicorn, configured from ``SMARTSEG_*``."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from api.app import create_app
+from shared.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s api %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""The API application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.body_limit import BodyLimit
+from api.errors import install_error_handlers
+from api.routes import api_router
+from api.services import Services
+from shared.settings import Settings
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """Build the app; connections are made lazily, so building one never touches the network."""
+    built = services or Services.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await built.close()
+
+    app = FastAPI(
+        title="smartseg",
+        version="0.1.0",
+        summary="Self-hostable smart segmentation: an image URL and a text prompt in, masks out.",
+        lifespan=lifespan,
+    )
+    app.state.services = built
+    install_error_handlers(app)
+    app.include_router(api_router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    return app

@@ -1,0 +1,24 @@
+"""``Annotated`` dependency aliases for the route modules."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from api.services import Services
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def require_owner(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    return services.api_keys.owner_for(authorization)
+
+
+Owner = Annotated[str, Depends(require_owner)]

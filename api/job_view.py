@@ -1,0 +1,74 @@
+"""Turns a stored job record into the API's ``Job``, with presigned output URLs made at read time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from shared.jobstore import MICRO_USD, JobRecord
+from shared.schemas import (
+    Billing,
+    Job,
+    JobError,
+    JobInput,
+    JobMetrics,
+    JobUrls,
+    MaskOutput,
+    PromptResult,
+    SegmentationOptions,
+)
+from shared.storage import MaskStorage
+
+DATA_URL_PREVIEW_CHARS = 64
+
+
+def iso_time(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def shown_image_url(url: str) -> str:
+    """data: URLs can be megabytes; echo only their head and size."""
+    if url.startswith("data:") and len(url) > DATA_URL_PREVIEW_CHARS:
+        return f"{url[:DATA_URL_PREVIEW_CHARS]}...({len(url)} chars)"
+    return url
+
+
+def job_view(job: JobRecord, storage: MaskStorage, presign_ttl_s: int, base_url: str) -> Job:
+    request = job.request
+    outputs = [
+        MaskOutput(url=storage.presigned_url(item["key"], presign_ttl_s), **_without_key(item))
+        for item in job.outputs
+    ]
+    result = None
+    if job.status == "succeeded":
+        result = "match" if outputs else "no_match"
+    path = f"{base_url}/v1/segmentations/{job.id}"
+    return Job(
+        id=job.id,
+        status=job.status.value,
+        input=JobInput(
+            image_url=shown_image_url(request["image_url"]),
+            prompts=request["prompts"],
+            priority=job.priority,
+            region=request.get("region"),
+            options=SegmentationOptions(**request["options"]),
+        ),
+        region=job.region,
+        attempts=job.attempt,
+        cancel_requested=job.cancel_requested,
+        result=result,
+        outputs=outputs,
+        prompt_results=[PromptResult(**item) for item in job.prompt_results],
+        error=JobError(**job.error) if job.error else None,
+        metrics=JobMetrics(**job.metrics),
+        billing=Billing(billed=job.billed_micro_usd > 0, amount_usd=job.billed_micro_usd / MICRO_USD),
+        created_at=iso_time(job.created_at) or "",
+        started_at=iso_time(job.started_at),
+        finished_at=iso_time(job.finished_at),
+        urls=JobUrls(get=path, cancel=f"{path}/cancel"),
+    )
+
+
+def _without_key(item: dict[str, object]) -> dict[str, object]:
+    return {name: value for name, value in item.items() if name != "key"}

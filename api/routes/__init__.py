@@ -1,0 +1,9 @@
+"""Every resource's router, collected in one place."""
+
+from fastapi import APIRouter
+
+from api.routes import health, segmentations
+
+api_router = APIRouter()
+api_router.include_router(health.router)
+api_router.include_router(segmentations.router)

@@ -1,0 +1,169 @@
+"""``/v1/segmentations``: submit, read (optionally waiting), list and cancel jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Owner, ServicesDep
+from api.job_view import job_view
+from api.services import Services
+from shared.celery_app import dispatch_segment
+from shared.errors import InvalidRequest, ServiceUnavailable, UnknownPipeline, UnknownRegion
+from shared.fetch import check_image_url, image_filename_stem
+from shared.jobstore import DEFAULT_PAGE_SIZE, JobRecord, JobStatus
+from shared.schemas import Job, JobList, SegmentationRequest
+
+router = APIRouter(prefix="/v1/segmentations", tags=["segmentations"])
+
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+MAX_PAGE_SIZE = 100
+_WAIT_PREFERENCE = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+PreferHeader = Annotated[str | None, Header(description="`wait=N` holds the response until done or N s pass")]
+
+
+def requested_wait(prefer: str | None, max_wait_s: int) -> int:
+    """Seconds asked for by ``Prefer: wait=N``, capped; unknown preferences are ignored (RFC 7240)."""
+    match = _WAIT_PREFERENCE.search(prefer or "")
+    return min(int(match.group(1)), max_wait_s) if match else 0
+
+
+def base_url(request: Request, services: Services) -> str:
+    return (services.settings.public_base_url or str(request.base_url)).rstrip("/")
+
+
+async def render(
+    services: Services, request: Request, response: Response, job: JobRecord, wait_s: int
+) -> Job:
+    """The job as the client sees it, after waiting up to ``wait_s`` for it to finish."""
+    if wait_s and not job.status.is_terminal():
+
+        async def is_finished() -> bool:
+            latest = await run_in_threadpool(services.store.get, job.id)
+            return latest is None or latest.status.is_terminal()
+
+        await services.waiter.wait(job.id, wait_s, is_finished)
+        job = await run_in_threadpool(services.store.get_for_owner, job.owner, job.id)
+        response.headers["Preference-Applied"] = f"wait={wait_s}"
+    return await run_in_threadpool(
+        job_view, job, services.storage, services.settings.presign_ttl_s, base_url(request, services)
+    )
+
+
+def _normalised(body: SegmentationRequest, services: Services) -> dict[str, object]:
+    settings = services.settings
+    if body.region is not None and body.region not in settings.regions:
+        raise UnknownRegion(f"unknown region {body.region!r}", {"regions": settings.regions})
+    pipeline = body.options.pipeline or settings.default_pipeline
+    if pipeline not in settings.pipelines:
+        raise UnknownPipeline(f"no worker serves pipeline {pipeline!r}", {"pipelines": settings.pipelines})
+    check_image_url(body.image_url, services.fetch_limits)
+    options = body.options.model_dump()
+    options["pipeline"] = pipeline
+    return {
+        "image_url": body.image_url,
+        "prompts": body.prompt_list(),
+        "region": body.region,
+        "priority": body.priority,
+        "options": options,
+    }
+
+
+@router.post("", status_code=202, response_model=Job, summary="Submit a segmentation job")
+async def create_segmentation(
+    body: SegmentationRequest,
+    owner: Owner,
+    services: ServicesDep,
+    request: Request,
+    response: Response,
+    prefer: PreferHeader = None,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Job:
+    normalised = _normalised(body, services)
+    idem_hash = None
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+            raise InvalidRequest(f"Idempotency-Key must have 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
+        idem_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    request_hash = hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).hexdigest()
+    region = body.region or services.settings.default_region
+    job, created = await run_in_threadpool(
+        lambda: services.store.create(
+            owner=owner,
+            request=normalised,
+            region=region,
+            priority=body.priority,
+            filename_stem=image_filename_stem(body.image_url),
+            idempotency_key_hash=idem_hash,
+            request_hash=request_hash,
+        )
+    )
+    if created:
+        await _dispatch(services, job)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/segmentations/{job.id}"
+    return await render(services, request, response, job, requested_wait(prefer, services.settings.max_wait_s))
+
+
+async def _dispatch(services: Services, job: JobRecord) -> None:
+    try:
+        await run_in_threadpool(dispatch_segment, services.celery, job.id, job.token, job.region, job.priority)
+    except Exception as exc:
+        # The record exists but no message does: end it rather than leave a job that never runs.
+        error = {"code": ServiceUnavailable.code, "message": "the job could not be queued"}
+        await run_in_threadpool(_fail_undispatched, services, job, error)
+        raise ServiceUnavailable("the job queue is unavailable; try again") from exc
+
+
+def _fail_undispatched(services: Services, job: JobRecord, error: dict[str, object]) -> None:
+    store = services.store
+    if store.claim(job.id, job.token, "api", services.settings.lease_s).value == "claimed":
+        store.fail(job, job.token, error=error, metrics={})
+
+
+@router.get("/{job_id}", response_model=Job, summary="Read a job (optionally waiting for it to finish)")
+async def get_segmentation(
+    job_id: str,
+    owner: Owner,
+    services: ServicesDep,
+    request: Request,
+    response: Response,
+    prefer: PreferHeader = None,
+) -> Job:
+    job = await run_in_threadpool(services.store.get_for_owner, owner, job_id)
+    return await render(services, request, response, job, requested_wait(prefer, services.settings.max_wait_s))
+
+
+@router.post("/{job_id}/cancel", response_model=Job, summary="Cancel a job")
+async def cancel_segmentation(
+    job_id: str, owner: Owner, services: ServicesDep, request: Request, response: Response
+) -> Job:
+    await run_in_threadpool(services.store.cancel, owner, job_id)
+    job = await run_in_threadpool(services.store.get_for_owner, owner, job_id)
+    return await render(services, request, response, job, 0)
+
+
+@router.get("", response_model=JobList, summary="List your jobs, newest first")
+async def list_segmentations(
+    owner: Owner,
+    services: ServicesDep,
+    request: Request,
+    status: JobStatus | None = None,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,20}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+) -> JobList:
+    page = await run_in_threadpool(
+        lambda: services.store.list(owner, status=status, cursor=cursor, limit=limit)
+    )
+    root = base_url(request, services)
+    jobs = [
+        await run_in_threadpool(job_view, job, services.storage, services.settings.presign_ttl_s, root)
+        for job in page.jobs
+    ]
+    return JobList(data=jobs, next_cursor=page.next_cursor)

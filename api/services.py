@@ -1,0 +1,58 @@
+"""What the API's request handlers use, built once per app from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+from celery import Celery
+
+from api.auth import ApiKeys
+from api.waiter import JobWaiter
+from shared.celery_app import make_celery
+from shared.fetch import FetchLimits, fetch_limits
+from shared.jobstore import MICRO_USD, JobStore
+from shared.keys import Keys
+from shared.settings import Settings
+from shared.storage import MaskStorage
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: JobStore
+    celery: Celery
+    storage: MaskStorage
+    waiter: JobWaiter
+    api_keys: ApiKeys
+    fetch_limits: FetchLimits
+    redis_async: aioredis.Redis
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        keys = Keys(settings.key_prefix)
+        url = settings.require_redis_url()
+        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=10)
+        client_async = aioredis.Redis.from_url(url, decode_responses=True)
+        return cls(
+            settings=settings,
+            store=JobStore(
+                client,
+                keys,
+                job_ttl_s=settings.job_ttl_s,
+                idempotency_ttl_s=settings.idempotency_ttl_s,
+                price_micro_usd=round(settings.price_usd * MICRO_USD),
+            ),
+            celery=make_celery(settings),
+            storage=MaskStorage.from_settings(settings),
+            waiter=JobWaiter(client_async, keys),
+            api_keys=ApiKeys(settings.api_key_hashes),
+            fetch_limits=fetch_limits(settings),
+            redis_async=client_async,
+        )
+
+    async def close(self) -> None:
+        await self.redis_async.aclose()
+        self.store.redis.close()
+

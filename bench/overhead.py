@@ -1,0 +1,151 @@
+"""What smartseg adds on top of Celery: full jobs through the API vs a bare Celery no-op, in one run.
+
+(a) bare Celery: a no-op task round trip (send, run, result back) on the same Redis, 2 solo workers;
+(b) smartseg: full jobs through the HTTP API (tiny data: URL image, `lite`), 2 workers (one per region),
+    each job one `POST` with `Prefer: wait` that returns when it has succeeded.
+Both: N sequential round trips (p50/p99 latency), then N submitted at once (throughput).
+Prints a table and saves bench/results/overhead.json with the ratios against the bare baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.noop_worker import NOOP_QUEUE, NOOP_TASK, make_noop_app  # noqa: E402
+from shared.client import SmartsegClient  # noqa: E402
+from shared.credentials import hash_api_key  # noqa: E402
+from shared.launcher import Stack, child_environment, stop_processes, wait_until  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "overhead.json"
+REGIONS = ["us-east", "eu-west"]
+SUBMIT_THREADS = 16
+API_KEY = "sk-bench-overhead"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def summary(latencies: list[float], throughput_jobs: int, throughput_s: float) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
+        "mean_ms": round(statistics.mean(latencies) * 1000, 3),
+        "throughput_per_s": round(throughput_jobs / throughput_s, 2),
+    }
+
+
+def tiny_image_url() -> str:
+    buffer = io.BytesIO()
+    image = Image.new("RGB", (64, 64), (245, 245, 245))
+    image.paste((220, 30, 30), (16, 16, 48, 48))
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def bare_celery(settings: Settings, jobs: int, run_dir: Path) -> dict[str, float]:
+    workers = []
+    for index in range(2):
+        log_path = run_dir / f"noop-{index}.log"
+        with open(log_path, "wb") as log_file:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, str(Path(__file__).with_name("noop_worker.py")), f"noop{index}"],
+                    env=child_environment(settings, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            )  # fmt: skip
+        wait_until(lambda path=log_path: "ready." in path.read_text(errors="replace"), "noop worker")
+    app = make_noop_app(settings)
+    try:
+        for value in range(20):  # warm-up: connections, pools
+            app.send_task(NOOP_TASK, args=[value], queue=NOOP_QUEUE).get(timeout=30)
+        latencies = []
+        for value in range(jobs):
+            started = time.perf_counter()
+            app.send_task(NOOP_TASK, args=[value], queue=NOOP_QUEUE).get(timeout=30)
+            latencies.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        pending = [app.send_task(NOOP_TASK, args=[value], queue=NOOP_QUEUE) for value in range(jobs)]
+        for result in pending:
+            result.get(timeout=120)
+        return summary(latencies, jobs, time.perf_counter() - started)
+    finally:
+        stop_processes(workers)
+
+
+def full_jobs(stack: Stack, jobs: int) -> dict[str, float]:
+    image_url = tiny_image_url()
+
+    def one_job(index: int) -> float:
+        body = {"image_url": image_url, "prompt": "red square", "region": REGIONS[index % 2]}
+        started = time.perf_counter()
+        job = client.create(body, wait_s=30)
+        if job["status"] != "succeeded":
+            job = client.wait(job["id"], timeout_s=60)
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"bench job did not succeed: {job['status']} {job['error']}")
+        return time.perf_counter() - started
+
+    with SmartsegClient(stack.api_url, API_KEY) as client:
+        for index in range(20):
+            one_job(index)
+        latencies = [one_job(index) for index in range(jobs)]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
+            list(pool.map(one_job, range(jobs)))
+        return summary(latencies, jobs, time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=500)
+    args = parser.parse_args()
+    run_dir = Path(tempfile.mkdtemp(prefix="smartseg-bench-"))
+    settings = Settings().updated(
+        **{"regions": REGIONS, "api_key_hashes": [hash_api_key(API_KEY)], "api_port": 0, "log_level": "WARNING"}
+    )
+    stack = Stack(settings, run_dir).start()
+    try:
+        bare = bare_celery(stack.settings, args.jobs, run_dir)
+        full = full_jobs(stack, args.jobs)
+    finally:
+        stack.stop()
+    ratios = {
+        "p50_latency_vs_bare": round(full["p50_ms"] / bare["p50_ms"], 2),
+        "p99_latency_vs_bare": round(full["p99_ms"] / bare["p99_ms"], 2),
+        "throughput_vs_bare": round(full["throughput_per_s"] / bare["throughput_per_s"], 3),
+    }
+    targets = {"p50_latency_vs_bare_max": 5.0, "throughput_vs_bare_min": 0.25}
+    met = ratios["p50_latency_vs_bare"] <= 5.0 and ratios["throughput_vs_bare"] >= 0.25
+    report = {"jobs": args.jobs, "workers": 2, "bare_celery": bare, "smartseg_full_job": full,
+              "ratios": ratios, "targets": targets, "targets_met": met}  # fmt: skip
+    print(f"{'':24}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'jobs/s':>10}")
+    for name, row in (("bare Celery no-op", bare), ("smartseg full job", full)):
+        print(f"{name:24}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['mean_ms']:>10}{row['throughput_per_s']:>10}")
+    print(f"{'ratio (full / bare)':24}{ratios['p50_latency_vs_bare']:>10}{ratios['p99_latency_vs_bare']:>10}"
+          f"{'':>10}{ratios['throughput_vs_bare']:>10}")  # fmt: skip
+    print(f"targets: p50 <= 5x bare, throughput >= 0.25x bare -> {'met' if met else 'NOT met'}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

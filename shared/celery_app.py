@@ -1,0 +1,50 @@
+"""The Celery app factory: JSON only, late acks, one message at a time, no surprise queues."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from shared.keys import INTERACTIVE, queue_name, region_queues
+from shared.settings import Settings
+
+SEGMENT_TASK = "smartseg.segment"
+# kombu sweeps for unacked messages older than the visibility timeout every interval * throttle seconds;
+# the defaults (10 * 10) leave a killed worker's messages stranded for minutes.
+UNACKED_RESTORE_INTERVAL_S = 2
+UNACKED_RESTORE_THROTTLE = 1
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app bound to the settings' Redis; builds nothing at import time."""
+    app = Celery("smartseg", broker=settings.require_redis_url(), set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_create_missing_queues=False,
+        task_queues=[Queue(name) for region in settings.regions for name in region_queues(region)],
+        task_default_queue=queue_name(settings.default_region, INTERACTIVE),
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            "queue_order_strategy": "priority",
+            "unacked_restore_interval": UNACKED_RESTORE_INTERVAL_S,
+            "unacked_restore_throttle": UNACKED_RESTORE_THROTTLE,
+        },
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        worker_enable_remote_control=False,
+    )
+    return app
+
+
+def dispatch_segment(app: Celery, job_id: str, token: str, region: str, priority: str) -> None:
+    """Send one job's message to its region's queue; the message carries only the id and the fence token."""
+    app.send_task(SEGMENT_TASK, kwargs={"job_id": job_id, "token": token}, queue=queue_name(region, priority))

@@ -1,0 +1,379 @@
+"""The job store: job records in Redis. Every job state change goes through here, each one atomic (Lua)."""
+
+from __future__ import annotations
+
+import enum
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from shared.errors import IdempotencyConflict, JobAlreadyFinished, NotFound
+from shared.keys import Keys
+
+MICRO_USD = 1_000_000
+DEFAULT_PAGE_SIZE = 20
+# Status-filtered listing scans at most this many records per page before returning a cursor.
+MAX_SCAN_PER_PAGE = 500
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class ClaimResult(enum.StrEnum):
+    CLAIMED = "claimed"
+    STALE = "stale"  # token does not match: an old or duplicate message
+    MISSING = "missing"
+    NOT_QUEUED = "not_queued"  # already running, finished or canceled
+
+
+class LeaseState(enum.StrEnum):
+    HELD = "held"
+    CANCEL_REQUESTED = "cancel_requested"
+    LOST = "lost"  # the job was taken over or ended: stop and write nothing
+
+
+class CancelResult(enum.StrEnum):
+    CANCELED = "canceled"
+    REQUESTED = "cancel_requested"
+
+
+_CREATE = """
+local idem = KEYS[4]
+if idem ~= '' then
+  local seen = redis.call('GET', idem)
+  if seen then
+    local sep = string.find(seen, '|', 1, true)
+    local job_id = string.sub(seen, 1, sep - 1)
+    if string.sub(seen, sep + 1) == ARGV[4] then return {'existing', job_id} end
+    return {'conflict', job_id}
+  end
+end
+local seq = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], seq, ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+if idem ~= '' then redis.call('SET', idem, ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV[3]) end
+return {'created', ARGV[1]}
+"""
+
+_CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 'stale' end
+if status ~= 'queued' then return 'not_queued' end
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3], 'worker', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
+return 'claimed'
+"""
+
+_RENEW = """
+local job = redis.call('HMGET', KEYS[1], 'status', 'token', 'cancel_requested')
+if job[1] ~= 'running' or job[2] ~= ARGV[1] then return 'lost' end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+if job[3] == '1' then return 'cancel_requested' end
+return 'held'
+"""
+
+# Ends a running job held by ARGV[1]. A cancel that raced in turns a success into `canceled`, unbilled.
+_FINISH = """
+local job = redis.call('HMGET', KEYS[1], 'status', 'token', 'cancel_requested')
+if job[1] ~= 'running' or job[2] ~= ARGV[1] then return 'refused' end
+local status = ARGV[2]
+local bill = tonumber(ARGV[4])
+if job[3] == '1' and status == 'succeeded' then
+  status = 'canceled'
+  bill = 0
+end
+if status == 'canceled' then
+  redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[3])
+else
+  redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[3], unpack(ARGV, 6))
+end
+if bill > 0 then
+  redis.call('HSET', KEYS[1], 'billed_micro_usd', bill)
+  redis.call('HINCRBY', KEYS[3], 'runs', 1)
+  redis.call('HINCRBY', KEYS[3], 'micro_usd', bill)
+end
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[5], status)
+return status
+"""
+
+_CANCEL = """
+local job = redis.call('HMGET', KEYS[1], 'status', 'owner')
+if not job[1] or job[2] ~= ARGV[1] then return 'missing' end
+if job[1] == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2], 'cancel_requested', '1')
+  redis.call('PUBLISH', ARGV[3], 'canceled')
+  return 'canceled'
+end
+if job[1] == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  return 'cancel_requested'
+end
+return job[1]
+"""
+
+
+def new_job_id() -> str:
+    return "seg_" + secrets.token_hex(12)
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass
+class JobRecord:
+    """One job as stored. ``request`` is the normalised submit body; ``outputs`` hold storage keys."""
+
+    id: str
+    owner: str
+    status: JobStatus
+    request: dict[str, Any]
+    region: str
+    priority: str
+    token: str
+    attempt: int
+    created_at: float
+    filename_stem: str
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
+    cancel_requested: bool = False
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    prompt_results: list[dict[str, Any]] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    billed_micro_usd: int = 0
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> JobRecord:
+        def number(name: str) -> float | None:
+            return float(raw[name]) if raw.get(name) else None
+
+        return cls(
+            id=raw["id"],
+            owner=raw["owner"],
+            status=JobStatus(raw["status"]),
+            request=json.loads(raw["request"]),
+            region=raw["region"],
+            priority=raw["priority"],
+            token=raw["token"],
+            attempt=int(raw["attempt"]),
+            created_at=float(raw["created_at"]),
+            filename_stem=raw["filename_stem"],
+            started_at=number("started_at"),
+            finished_at=number("finished_at"),
+            worker=raw.get("worker"),
+            cancel_requested=raw.get("cancel_requested") == "1",
+            outputs=json.loads(raw.get("outputs", "[]")),
+            prompt_results=json.loads(raw.get("prompt_results", "[]")),
+            error=json.loads(raw["error"]) if raw.get("error") else None,
+            metrics=json.loads(raw.get("metrics", "{}")),
+            billed_micro_usd=int(raw.get("billed_micro_usd", "0")),
+        )
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[JobRecord]
+    next_cursor: str | None
+
+
+def _flatten(fields: dict[str, Any]) -> list[str]:
+    flat: list[str] = []
+    for name, value in fields.items():
+        if isinstance(value, dict | list):
+            value = json.dumps(value, separators=(",", ":"))
+        flat += [name, str(value)]
+    return flat
+
+
+class JobStore:
+    """Job records in Redis. Workers and the API both use it; the Lua scripts make each change atomic."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        job_ttl_s: int,
+        idempotency_ttl_s: int,
+        price_micro_usd: int,
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.job_ttl_s = job_ttl_s
+        self.idempotency_ttl_s = idempotency_ttl_s
+        self.price_micro_usd = price_micro_usd
+        self._create = client.register_script(_CREATE)
+        self._claim = client.register_script(_CLAIM)
+        self._renew = client.register_script(_RENEW)
+        self._finish = client.register_script(_FINISH)
+        self._cancel = client.register_script(_CANCEL)
+
+    def create(
+        self,
+        *,
+        owner: str,
+        request: dict[str, Any],
+        region: str,
+        priority: str,
+        filename_stem: str,
+        idempotency_key_hash: str | None = None,
+        request_hash: str = "",
+    ) -> tuple[JobRecord, bool]:
+        """Create a queued job; returns (job, created). A replayed Idempotency-Key returns the first job."""
+        job_id = new_job_id()
+        now = time.time()
+        fields = {
+            "id": job_id,
+            "owner": owner,
+            "status": JobStatus.QUEUED.value,
+            "request": request,
+            "region": region,
+            "priority": priority,
+            "token": new_token(),
+            "attempt": 1,
+            "created_at": repr(now),
+            "filename_stem": filename_stem,
+            "regions": [region],
+        }
+        idem_key = self.keys.idempotency(owner, idempotency_key_hash) if idempotency_key_hash else ""
+        outcome, found_id = self._create(
+            keys=[self.keys.job(job_id), self.keys.owner_jobs(owner), self.keys.sequence(), idem_key],
+            args=[job_id, self.job_ttl_s, self.idempotency_ttl_s, request_hash, *_flatten(fields)],
+        )
+        if outcome == "conflict":
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with a different request body", {"job_id": found_id}
+            )
+        job = self.get(found_id)
+        if job is None:  # the first job of this key expired before its key did
+            raise NotFound(f"job {found_id} of this Idempotency-Key has expired")
+        return job, outcome == "created"
+
+    def get(self, job_id: str) -> JobRecord | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        return JobRecord.from_hash(raw) if raw else None  # type: ignore[arg-type]
+
+    def get_for_owner(self, owner: str, job_id: str) -> JobRecord:
+        """The job if it exists and belongs to ``owner``; another owner's job is indistinguishable from none."""
+        job = self.get(job_id) if job_id.startswith("seg_") else None
+        if job is None or job.owner != owner:
+            raise NotFound(f"no segmentation with id {job_id!r}")
+        return job
+
+    def list(
+        self,
+        owner: str,
+        *,
+        status: JobStatus | None = None,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> JobPage:
+        """Newest first. ``cursor`` is the sequence number of the last job of the previous page."""
+        upper = f"({int(cursor)}" if cursor else "+inf"
+        jobs: list[JobRecord] = []
+        scanned = 0
+        last_score: float | None = None
+        while len(jobs) < limit and scanned < MAX_SCAN_PER_PAGE:
+            batch = self.redis.zrevrangebyscore(
+                self.keys.owner_jobs(owner), upper, "-inf", start=0, num=limit, withscores=True
+            )
+            if not batch:
+                return JobPage(jobs, None)
+            for job_id, score in batch:
+                scanned += 1
+                last_score = score
+                job = self.get(job_id)
+                if job is not None and (status is None or job.status == status):
+                    jobs.append(job)
+                    if len(jobs) == limit:
+                        break
+            upper = f"({int(last_score)}"
+        more = last_score is not None and bool(
+            self.redis.zrevrangebyscore(self.keys.owner_jobs(owner), upper, "-inf", start=0, num=1)
+        )
+        return JobPage(jobs, str(int(last_score)) if more and last_score is not None else None)
+
+    def claim(self, job_id: str, token: str, worker_id: str, lease_s: float) -> ClaimResult:
+        """Fenced claim: only the holder of the current token may move a queued job to running."""
+        result = self._claim(
+            keys=[self.keys.job(job_id), self.keys.lease(job_id)],
+            args=[token, worker_id, repr(time.time()), int(lease_s * 1000)],
+        )
+        return ClaimResult(result)
+
+    def renew_lease(self, job_id: str, token: str, lease_s: float) -> LeaseState:
+        result = self._renew(
+            keys=[self.keys.job(job_id), self.keys.lease(job_id)], args=[token, int(lease_s * 1000)]
+        )
+        return LeaseState(result)
+
+    def succeed(
+        self,
+        job: JobRecord,
+        token: str,
+        *,
+        outputs: list[dict[str, Any]],
+        prompt_results: list[dict[str, Any]],
+        metrics: dict[str, float],
+    ) -> JobStatus | None:
+        """Success, billing and the announcement in one step. None: the token no longer holds the job."""
+        fields = {"outputs": outputs, "prompt_results": prompt_results, "metrics": metrics}
+        return self._end(job, token, JobStatus.SUCCEEDED, fields, self.price_micro_usd)
+
+    def fail(self, job: JobRecord, token: str, *, error: dict[str, Any], metrics: dict[str, float]) -> JobStatus | None:
+        return self._end(job, token, JobStatus.FAILED, {"error": error, "metrics": metrics}, 0)
+
+    def acknowledge_cancel(self, job: JobRecord, token: str) -> JobStatus | None:
+        """A worker that saw the cancel flag ends the job as canceled and discards its work."""
+        return self._end(job, token, JobStatus.CANCELED, {}, 0)
+
+    def cancel(self, owner: str, job_id: str) -> CancelResult:
+        result = self._cancel(
+            keys=[self.keys.job(job_id)],
+            args=[owner, repr(time.time()), self.keys.finished_channel(job_id)],
+        )
+        if result == "missing":
+            raise NotFound(f"no segmentation with id {job_id!r}")
+        if result == JobStatus.CANCELED.value:
+            return CancelResult.CANCELED  # canceled now or before: cancel is idempotent
+        if result == "cancel_requested":
+            return CancelResult.REQUESTED
+        raise JobAlreadyFinished(f"segmentation {job_id} already {result}; it cannot be canceled")
+
+    def usage(self, owner: str) -> tuple[int, int]:
+        """(billed runs, billed micro-USD) of an owner."""
+        raw = self.redis.hmget(self.keys.usage(owner), ["runs", "micro_usd"])
+        return int(raw[0] or 0), int(raw[1] or 0)  # type: ignore[index]
+
+    def _end(
+        self, job: JobRecord, token: str, status: JobStatus, fields: dict[str, Any], bill_micro_usd: int
+    ) -> JobStatus | None:
+        result = self._finish(
+            keys=[self.keys.job(job.id), self.keys.lease(job.id), self.keys.usage(job.owner)],
+            args=[
+                token,
+                status.value,
+                repr(time.time()),
+                bill_micro_usd,
+                self.keys.finished_channel(job.id),
+                *_flatten(fields),
+            ],
+        )
+        return None if result == "refused" else JobStatus(result)

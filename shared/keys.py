@@ -1,0 +1,54 @@
+"""Every Redis key, channel and queue name smartseg uses, and their TTLs, built in this one module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INTERACTIVE = "interactive"
+BATCH = "batch"
+PRIORITIES = (INTERACTIVE, BATCH)
+
+
+def queue_name(region: str, priority: str = INTERACTIVE) -> str:
+    """Celery queue of a region: ``seg.<region>`` for interactive work, ``seg.<region>.batch`` for batch."""
+    return f"seg.{region}" if priority == INTERACTIVE else f"seg.{region}.batch"
+
+
+def region_queues(region: str) -> list[str]:
+    """A worker's queues, interactive first so it is consumed before batch."""
+    return [queue_name(region, priority) for priority in PRIORITIES]
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder; ``prefix`` lets several deployments (or test sessions) share one Redis."""
+
+    prefix: str = "smartseg"
+
+    def job(self, job_id: str) -> str:
+        """Hash holding one job record."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def lease(self, job_id: str) -> str:
+        """String holding the running job's assignment token; its TTL is the lease."""
+        return f"{self.prefix}:lease:{job_id}"
+
+    def owner_jobs(self, owner: str) -> str:
+        """Sorted set of an owner's job ids, scored by a global sequence number (newest = highest)."""
+        return f"{self.prefix}:owner:{owner}:jobs"
+
+    def sequence(self) -> str:
+        """Counter that orders jobs for cursor paging."""
+        return f"{self.prefix}:seq"
+
+    def idempotency(self, owner: str, idempotency_key_hash: str) -> str:
+        """String mapping an owner's Idempotency-Key to its job id and request hash."""
+        return f"{self.prefix}:idem:{owner}:{idempotency_key_hash}"
+
+    def usage(self, owner: str) -> str:
+        """Hash of an owner's billed runs and amount (micro-USD)."""
+        return f"{self.prefix}:usage:{owner}"
+
+    def finished_channel(self, job_id: str) -> str:
+        """Pub/sub channel announcing that a job reached a terminal state."""
+        return f"{self.prefix}:finished:{job_id}"

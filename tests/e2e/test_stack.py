@@ -1,0 +1,176 @@
+"""The whole stack as real processes: submit, poll, wait, cancel, idempotency, isolation, errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.client import SmartsegAPIError
+from shared.scenes import Scene, generate_scene
+from tests.e2e.conftest import IDLE_REGION, ImageServer, RunningStack
+
+pytestmark = pytest.mark.e2e
+WAIT_S = 30
+
+
+@pytest.fixture(scope="module")
+def scene() -> Scene:
+    return generate_scene(seed=7)
+
+
+@pytest.fixture(scope="module")
+def scene_url(image_server: ImageServer, scene: Scene) -> str:
+    return image_server.add_png("scene7.png", scene.image)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def test_submit_poll_and_download_mask(running_stack: RunningStack, scene: Scene, scene_url: str) -> None:
+    target = scene.shapes[0]
+    prompt = f"{target.color} {target.kind}"
+    with running_stack.client() as client:
+        created = client.create({"image_url": scene_url, "prompt": prompt})
+        assert created["status"] in ("queued", "running", "succeeded")
+        assert created["urls"]["get"].endswith(f"/v1/segmentations/{created['id']}")
+        job = client.wait(created["id"], timeout_s=WAIT_S)
+    assert job["status"] == "succeeded", job
+    assert job["result"] == "match"
+    assert job["billing"] == {"billed": True, "amount_usd": 0.12, "currency": "USD"}
+    assert set(job["metrics"]) >= {"queue_s", "fetch_s", "inference_s", "upload_s", "total_s"}
+    output = job["outputs"][0]
+    assert output["filename"] == "scene7.mask-0.png"
+    assert output["model"] == "lite"
+    assert (output["width"], output["height"]) == scene.image.size
+    mask_png = httpx.get(output["url"], timeout=10).raise_for_status().content
+    mask_image = Image.open(io.BytesIO(mask_png))
+    assert mask_image.size == scene.image.size
+    mask = np.asarray(mask_image) > 0
+    assert set(np.unique(np.asarray(mask_image))) <= {0, 255}
+    assert iou(mask, target.mask) >= 0.9
+    assert output["area"] == int(mask.sum())
+
+
+def test_prefer_wait_answers_when_the_job_ends(running_stack: RunningStack, scene_url: str) -> None:
+    with running_stack.client() as client:
+        created = client.create({"image_url": scene_url, "prompt": "largest shape"}, wait_s=WAIT_S)
+        if created["status"] != "succeeded":  # POST may return before the worker started
+            created = client.get(created["id"], wait_s=WAIT_S)
+    assert created["status"] == "succeeded"
+
+
+def test_no_match_is_a_success_without_masks(running_stack: RunningStack, scene_url: str) -> None:
+    with running_stack.client() as client:
+        job = client.wait(client.create({"image_url": scene_url, "prompts": ["shoe", "largest shape"]})["id"], WAIT_S)
+    assert job["status"] == "succeeded"
+    assert job["prompt_results"][0] == {"prompt": "shoe", "result": "no_match", "masks": 0}
+    assert job["prompt_results"][1]["result"] == "match"
+    assert all(output["prompt"] == "largest shape" for output in job["outputs"])
+
+
+def test_data_url_image_in_other_region(running_stack: RunningStack, scene: Scene) -> None:
+    buffer = io.BytesIO()
+    scene.image.save(buffer, format="PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    with running_stack.client() as client:
+        job = client.wait(client.create({"image_url": data_url, "prompt": "largest shape", "region": "eu-west"})["id"], WAIT_S)
+    assert job["status"] == "succeeded"
+    assert job["region"] == "eu-west"
+    assert job["input"]["image_url"].endswith("chars)")
+    assert job["outputs"][0]["filename"] == "image.mask-0.png"
+
+
+def test_cancel_queued_job(running_stack: RunningStack, scene_url: str) -> None:
+    with running_stack.client() as client:
+        job = client.create({"image_url": scene_url, "prompt": "red shape", "region": IDLE_REGION})
+        assert job["status"] == "queued"
+        canceled = client.cancel(job["id"])
+        assert canceled["status"] == "canceled"
+        assert canceled["billing"]["billed"] is False
+        assert client.cancel(job["id"])["status"] == "canceled"  # idempotent
+
+
+def test_cancel_finished_job_conflicts(running_stack: RunningStack, scene_url: str) -> None:
+    with running_stack.client() as client:
+        job = client.wait(client.create({"image_url": scene_url, "prompt": "largest shape"})["id"], WAIT_S)
+        with pytest.raises(SmartsegAPIError) as error:
+            client.cancel(job["id"])
+    assert (error.value.status, error.value.code) == (409, "job_already_finished")
+
+
+def test_idempotency_replay_and_conflict(running_stack: RunningStack, scene_url: str) -> None:
+    body = {"image_url": scene_url, "prompt": "smallest shape"}
+    with running_stack.client() as client:
+        first = client.create(body, idempotency_key="order-42")
+        again = client.create(body, idempotency_key="order-42")
+        assert again["id"] == first["id"]
+        with pytest.raises(SmartsegAPIError) as error:
+            client.create({**body, "prompt": "largest shape"}, idempotency_key="order-42")
+    assert (error.value.status, error.value.code) == (409, "idempotency_conflict")
+
+
+def test_another_keys_job_is_not_found(running_stack: RunningStack, scene_url: str) -> None:
+    with running_stack.client() as client:
+        job = client.create({"image_url": scene_url, "prompt": "red shape"})
+    with running_stack.client(running_stack.other_api_key) as other:
+        for call in (lambda: other.get(job["id"]), lambda: other.cancel(job["id"])):
+            with pytest.raises(SmartsegAPIError) as error:
+                call()
+            assert (error.value.status, error.value.code) == (404, "not_found")
+        assert all(item["id"] != job["id"] for item in other.list()["data"])
+
+
+def test_fetch_failure_fails_the_job_unbilled(running_stack: RunningStack, image_server: ImageServer) -> None:
+    with running_stack.client() as client:
+        job = client.wait(client.create({"image_url": f"{image_server.base_url}/missing.png", "prompt": "x"})["id"], WAIT_S)
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "image_fetch_failed"
+    assert job["billing"]["billed"] is False
+
+
+def test_list_pages_with_cursor(running_stack: RunningStack, scene_url: str) -> None:
+    with running_stack.client(running_stack.other_api_key) as client:
+        ids = [client.create({"image_url": scene_url, "prompt": "red shape", "region": IDLE_REGION})["id"] for _ in range(5)]
+        first = client.list(limit=2)
+        second = client.list(limit=2, cursor=first["next_cursor"])
+        queued = client.list(status="queued", limit=100)
+    assert [job["id"] for job in first["data"] + second["data"]] == ids[::-1][:4]
+    assert set(ids) <= {job["id"] for job in queued["data"]}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "code"),
+    [
+        ({}, {"image_url": "https://example.com/a.png", "prompt": "x"}, 401, "unauthorized"),
+        (None, {"image_url": "https://example.com/a.png"}, 422, "invalid_request"),
+        (None, {"image_url": "https://example.com/a.png", "prompt": "x", "prompts": ["y"]}, 422, "invalid_request"),
+        (None, {"image_url": "file:///etc/passwd", "prompt": "x"}, 422, "image_url_forbidden"),
+        (None, {"image_url": "http://169.254.169.254/latest/meta-data", "prompt": "x"}, 422, "image_url_forbidden"),
+        (None, {"image_url": "https://example.com/a.png", "prompt": "x", "region": "mars"}, 422, "unknown_region"),
+        (None, {"image_url": "https://example.com/a.png", "prompt": "x", "options": {"pipeline": "nope"}}, 422, "unknown_pipeline"),
+        (None, {"image_url": "https://example.com/a.png", "prompt": "x" * 301}, 422, "invalid_request"),
+    ],
+)
+def test_bad_requests_get_stable_error_codes(
+    running_stack: RunningStack, headers: dict[str, str] | None, body: dict[str, object], status: int, code: str
+) -> None:
+    auth = {"Authorization": f"Bearer {running_stack.api_key}"} if headers is None else headers
+    response = httpx.post(f"{running_stack.stack.api_url}/v1/segmentations", json=body, headers=auth, timeout=10)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+def test_oversized_body_and_garbage_json(running_stack: RunningStack) -> None:
+    url = f"{running_stack.stack.api_url}/v1/segmentations"
+    auth = {"Authorization": f"Bearer {running_stack.api_key}", "Content-Type": "application/json"}
+    huge = httpx.post(url, content=b"x" * (running_stack.stack.settings.max_request_bytes + 1), headers=auth, timeout=30)
+    assert (huge.status_code, huge.json()["error"]["code"]) == (413, "payload_too_large")
+    garbage = httpx.post(url, content=b"{not json", headers=auth, timeout=10)
+    assert (garbage.status_code, garbage.json()["error"]["code"]) == (422, "invalid_request")
+    assert httpx.get(f"{running_stack.stack.api_url}/healthz", timeout=5).json() == {"status": "ok"}

@@ -1,0 +1,156 @@
+"""Job store state machine on fakeredis (with Lua): claims are fenced, terminal states are final."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from shared.errors import IdempotencyConflict, JobAlreadyFinished, NotFound
+from shared.jobstore import CancelResult, ClaimResult, JobStatus, JobStore, LeaseState
+from shared.keys import Keys
+
+PRICE = 120_000
+
+
+@pytest.fixture
+def store() -> JobStore:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    return JobStore(client, Keys("t"), job_ttl_s=3600, idempotency_ttl_s=600, price_micro_usd=PRICE)
+
+
+def new_job(store: JobStore, owner: str = "alice", **extra: object):
+    request = {"image_url": "https://example.com/a.png", "prompts": ["red"], "options": {}}
+    return store.create(owner=owner, request=request, region="us-east", priority="interactive",
+                        filename_stem="a", **extra)  # fmt: skip
+
+
+def test_create_and_read_back(store: JobStore) -> None:
+    job, created = new_job(store)
+    assert created
+    assert job.status is JobStatus.QUEUED
+    assert job.attempt == 1
+    assert store.get(job.id) == job
+    assert store.get_for_owner("alice", job.id) == job
+
+
+def test_another_owner_sees_not_found(store: JobStore) -> None:
+    job, _ = new_job(store)
+    with pytest.raises(NotFound):
+        store.get_for_owner("mallory", job.id)
+    with pytest.raises(NotFound):
+        store.cancel("mallory", job.id)
+    assert store.get(job.id).status is JobStatus.QUEUED
+
+
+def test_claim_is_fenced_by_token(store: JobStore) -> None:
+    job, _ = new_job(store)
+    assert store.claim(job.id, "wrong-token", "w1", 10) is ClaimResult.STALE
+    assert store.claim(job.id, job.token, "w1", 10) is ClaimResult.CLAIMED
+    # A duplicate delivery of the same message cannot claim twice.
+    assert store.claim(job.id, job.token, "w2", 10) is ClaimResult.NOT_QUEUED
+    assert store.claim("seg_missing", job.token, "w2", 10) is ClaimResult.MISSING
+    running = store.get(job.id)
+    assert running.status is JobStatus.RUNNING
+    assert running.worker == "w1"
+
+
+def test_success_bills_exactly_once(store: JobStore) -> None:
+    job, _ = new_job(store)
+    store.claim(job.id, job.token, "w1", 10)
+    outcome = store.succeed(job, job.token, outputs=[{"key": "k"}], prompt_results=[], metrics={"total_s": 1.0})
+    assert outcome is JobStatus.SUCCEEDED
+    # A second finish (duplicate run, late worker) is refused and bills nothing.
+    assert store.succeed(job, job.token, outputs=[], prompt_results=[], metrics={}) is None
+    assert store.fail(job, job.token, error={"code": "x", "message": "y"}, metrics={}) is None
+    done = store.get(job.id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.outputs == [{"key": "k"}]
+    assert done.billed_micro_usd == PRICE
+    assert store.usage("alice") == (1, PRICE)
+
+
+def test_failure_is_not_billed(store: JobStore) -> None:
+    job, _ = new_job(store)
+    store.claim(job.id, job.token, "w1", 10)
+    assert store.fail(job, job.token, error={"code": "image_fetch_failed", "message": "x"}, metrics={}) is JobStatus.FAILED
+    assert store.get(job.id).error == {"code": "image_fetch_failed", "message": "x"}
+    assert store.usage("alice") == (0, 0)
+
+
+def test_wrong_token_cannot_finish(store: JobStore) -> None:
+    job, _ = new_job(store)
+    store.claim(job.id, job.token, "w1", 10)
+    assert store.succeed(job, "someone-else", outputs=[], prompt_results=[], metrics={}) is None
+    assert store.get(job.id).status is JobStatus.RUNNING
+
+
+def test_cancel_queued_is_immediate_and_idempotent(store: JobStore) -> None:
+    job, _ = new_job(store)
+    assert store.cancel("alice", job.id) is CancelResult.CANCELED
+    assert store.cancel("alice", job.id) is CancelResult.CANCELED
+    assert store.get(job.id).status is JobStatus.CANCELED
+    assert store.claim(job.id, job.token, "w1", 10) is ClaimResult.NOT_QUEUED
+
+
+def test_cancel_running_flags_and_worker_acknowledges(store: JobStore) -> None:
+    job, _ = new_job(store)
+    store.claim(job.id, job.token, "w1", 10)
+    assert store.renew_lease(job.id, job.token, 10) is LeaseState.HELD
+    assert store.cancel("alice", job.id) is CancelResult.REQUESTED
+    assert store.renew_lease(job.id, job.token, 10) is LeaseState.CANCEL_REQUESTED
+    assert store.acknowledge_cancel(job, job.token) is JobStatus.CANCELED
+    assert store.usage("alice") == (0, 0)
+
+
+def test_success_racing_a_cancel_ends_canceled_and_unbilled(store: JobStore) -> None:
+    job, _ = new_job(store)
+    store.claim(job.id, job.token, "w1", 10)
+    store.cancel("alice", job.id)
+    assert store.succeed(job, job.token, outputs=[{"key": "k"}], prompt_results=[], metrics={}) is JobStatus.CANCELED
+    assert store.get(job.id).outputs == []
+    assert store.usage("alice") == (0, 0)
+
+
+def test_cancel_finished_job_conflicts(store: JobStore) -> None:
+    job, _ = new_job(store)
+    store.claim(job.id, job.token, "w1", 10)
+    store.succeed(job, job.token, outputs=[], prompt_results=[], metrics={})
+    with pytest.raises(JobAlreadyFinished):
+        store.cancel("alice", job.id)
+
+
+def test_lease_lost_after_finish(store: JobStore) -> None:
+    job, _ = new_job(store)
+    store.claim(job.id, job.token, "w1", 10)
+    store.fail(job, job.token, error={"code": "x", "message": "y"}, metrics={})
+    assert store.renew_lease(job.id, job.token, 10) is LeaseState.LOST
+
+
+def test_idempotency_replay_and_conflict(store: JobStore) -> None:
+    first, created = new_job(store, idempotency_key_hash="k1", request_hash="h1")
+    again, created_again = new_job(store, idempotency_key_hash="k1", request_hash="h1")
+    assert created and not created_again
+    assert again.id == first.id
+    with pytest.raises(IdempotencyConflict):
+        new_job(store, idempotency_key_hash="k1", request_hash="h2")
+    # Keys are per owner: another owner's identical key is a new job.
+    other, created_other = new_job(store, owner="bob", idempotency_key_hash="k1", request_hash="h1")
+    assert created_other and other.id != first.id
+
+
+def test_list_pages_newest_first_with_status_filter(store: JobStore) -> None:
+    ids = [new_job(store)[0].id for _ in range(7)]
+    new_job(store, owner="bob")
+    seen = []
+    cursor = None
+    while True:
+        page = store.list("alice", cursor=cursor, limit=3)
+        seen += [job.id for job in page.jobs]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == list(reversed(ids))
+    store.cancel("alice", ids[2])
+    canceled = store.list("alice", status=JobStatus.CANCELED)
+    assert [job.id for job in canceled.jobs] == [ids[2]]
+    assert canceled.next_cursor is None

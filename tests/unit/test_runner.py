@@ -1,0 +1,140 @@
+"""JobRunner on fakeredis with an in-memory storage and fake pipelines: stages, failures, cancel, takeover."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable, Sequence
+
+import fakeredis
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.errors import StorageUnavailable
+from shared.fetch import FetchLimits, ImageFetcher
+from shared.jobstore import JobRecord, JobStatus, JobStore
+from shared.keys import Keys
+from worker.pipeline.base import PipelineOptions, PromptResult, Segment
+from worker.runner import JobRunner
+
+WIDTH, HEIGHT = 40, 30
+
+
+class MemoryStorage:
+    def __init__(self, fail: bool = False) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.fail = fail
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        if self.fail:
+            raise StorageUnavailable("down")
+        self.objects[key] = data
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+
+class FakePipeline:
+    """Returns a fixed square for every prompt but 'nothing'; runs a hook mid-inference."""
+
+    name = "fake"
+
+    def __init__(self, during: Callable[[], None] = lambda: None) -> None:
+        self.during = during
+
+    def run(self, image: np.ndarray, prompts: Sequence[str], options: PipelineOptions) -> list[PromptResult]:
+        self.during()
+        mask = np.zeros(image.shape[:2], dtype=bool)
+        mask[5:15, 10:20] = True
+        return [
+            PromptResult(prompt, [] if prompt == "nothing" else [Segment(prompt, "thing", 0.9, (10, 5, 20, 15), mask, "fake")])
+            for prompt in prompts
+        ]
+
+
+def png_data_url() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (WIDTH, HEIGHT), (200, 30, 30)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.fixture
+def store() -> JobStore:
+    return JobStore(fakeredis.FakeRedis(decode_responses=True), Keys("t"), 3600, 600, 120_000)
+
+
+def make_runner(store: JobStore, storage: MemoryStorage, pipeline: FakePipeline) -> JobRunner:
+    return JobRunner(store, storage, ImageFetcher(FetchLimits()), {"fake": pipeline}, "w1", 5.0, 10_000)  # type: ignore[arg-type]
+
+
+def new_job(store: JobStore, prompts: list[str], image_url: str | None = None) -> JobRecord:
+    options = {"box_threshold": 0.3, "text_threshold": 0.25, "max_masks": 3, "pipeline": "fake"}
+    request = {"image_url": image_url or png_data_url(), "prompts": prompts, "options": options}
+    return store.create(owner="o", request=request, region="r", priority="interactive", filename_stem="photo")[0]
+
+
+def test_success_uploads_masks_and_records_outputs(store: JobStore) -> None:
+    storage = MemoryStorage()
+    job = new_job(store, ["a", "nothing", "b"])
+    assert make_runner(store, storage, FakePipeline()).run(job.id, job.token) == "succeeded"
+    done = store.get(job.id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert [o["filename"] for o in done.outputs] == ["photo.mask-0.png", "photo.mask-1.png"]
+    assert [o["prompt"] for o in done.outputs] == ["a", "b"]
+    assert done.outputs[0]["box"] == [10, 5, 20, 15] and done.outputs[0]["area"] == 100
+    assert [r["result"] for r in done.prompt_results] == ["match", "no_match", "match"]
+    mask = np.asarray(Image.open(io.BytesIO(storage.objects[done.outputs[0]["key"]])))
+    assert mask.shape == (HEIGHT, WIDTH) and mask.sum() == 100 * 255
+    assert {"queue_s", "fetch_s", "decode_s", "inference_s", "upload_s", "total_s"} <= set(done.metrics)
+
+
+def test_stale_token_is_dropped_without_work(store: JobStore) -> None:
+    job = new_job(store, ["a"])
+    assert make_runner(store, MemoryStorage(), FakePipeline()).run(job.id, "old-token") == "stale"
+    assert store.get(job.id).status is JobStatus.QUEUED
+
+
+def test_undecodable_image_fails_with_its_code(store: JobStore) -> None:
+    job = new_job(store, ["a"], image_url="data:image/png;base64," + base64.b64encode(b"garbage").decode())
+    assert make_runner(store, MemoryStorage(), FakePipeline()).run(job.id, job.token) == "failed"
+    assert store.get(job.id).error["code"] == "image_invalid"
+
+
+def test_storage_outage_fails_with_storage_unavailable(store: JobStore) -> None:
+    job = new_job(store, ["a"])
+    assert make_runner(store, MemoryStorage(fail=True), FakePipeline()).run(job.id, job.token) == "failed"
+    assert store.get(job.id).error["code"] == "storage_unavailable"
+    assert store.usage("o") == (0, 0)
+
+
+def test_pipeline_crash_fails_the_job(store: JobStore) -> None:
+    def boom() -> None:
+        raise RuntimeError("model exploded")
+
+    job = new_job(store, ["a"])
+    assert make_runner(store, MemoryStorage(), FakePipeline(boom)).run(job.id, job.token) == "failed"
+    assert store.get(job.id).error["code"] == "pipeline_failed"
+
+
+def test_cancel_while_running_stops_at_the_next_stage_and_discards(store: JobStore) -> None:
+    storage = MemoryStorage()
+    job = new_job(store, ["a"])
+    runner = make_runner(store, storage, FakePipeline(lambda: store.cancel("o", job.id)))
+    assert runner.run(job.id, job.token) == "canceled"
+    done = store.get(job.id)
+    assert done.status is JobStatus.CANCELED and done.outputs == []
+    assert storage.objects == {}
+    assert store.usage("o") == (0, 0)
+
+
+def test_lost_lease_writes_nothing(store: JobStore) -> None:
+    storage = MemoryStorage()
+    job = new_job(store, ["a"])
+
+    def taken_over() -> None:  # another attempt now holds the job under a new token
+        store.redis.hset(store.keys.job(job.id), "token", "new-token")
+
+    assert make_runner(store, storage, FakePipeline(taken_over)).run(job.id, job.token) == "lost"
+    assert store.get(job.id).status is JobStatus.RUNNING
+    assert storage.objects == {}

@@ -1,0 +1,44 @@
+"""``python -m worker``: one Celery worker serving ``SMARTSEG_REGION``, interactive queue before batch."""
+
+from __future__ import annotations
+
+import logging
+
+from shared.keys import region_queues
+from shared.settings import Settings
+from worker.celery_worker import build_runner, build_worker_app, worker_id
+
+
+def main() -> None:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s worker[{settings.region}] %(levelname)s %(name)s: %(message)s",
+    )
+    if settings.region not in settings.regions:
+        raise SystemExit(f"SMARTSEG_REGION={settings.region!r} is not one of SMARTSEG_REGIONS={settings.regions}")
+    runner = build_runner(settings)
+    runner.storage.ensure_bucket()
+    app = build_worker_app(settings, runner)
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            ",".join(region_queues(settings.region)),
+            "--pool",
+            settings.worker_pool,
+            "--concurrency",
+            str(settings.worker_concurrency),
+            "--hostname",
+            f"{worker_id(settings)}@%h",
+            "--loglevel",
+            settings.log_level,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The pipeline skeleton shared by every backend: detector -> selector -> segmenter behind small protocols.
+
+A detector only understands noun phrases ("shoe"), so the pipeline strips qualifiers ("left", "largest",
+"second from the right") from each prompt first and lets the selector apply them to the detections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from worker.pipeline.prompt import parse_prompt
+from worker.pipeline.selector import select
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Per-job knobs; the defaults suit all backends."""
+
+    box_threshold: float = 0.3  # min detection score to keep a candidate
+    text_threshold: float = 0.25  # min phrase-match score (for lite: how well colour/shape words match)
+    max_masks: int = 3  # at most this many segments per prompt
+
+
+@dataclass
+class Candidate:
+    """One detected region, before (``mask is None``) or after segmentation."""
+
+    label: str
+    score: float  # 0..1
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels (x1/y1 exclusive)
+    mask: np.ndarray | None = None  # bool HxW once segmented
+
+
+@dataclass
+class Segment:
+    """One output mask for one prompt."""
+
+    prompt: str
+    label: str
+    score: float
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 from the mask's extent (x1/y1 exclusive)
+    mask: np.ndarray  # bool HxW, same size as the image
+    model: str  # names the pipeline/model that made it, e.g. "lite"
+
+    @property
+    def area(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+
+@dataclass
+class PromptResult:
+    prompt: str
+    segments: list[Segment]  # empty == "no_match": a pipeline never invents a mask
+
+
+class Detector(Protocol):
+    """Finds candidates for text phrases; drops those under the option thresholds."""
+
+    def detect(
+        self, image: np.ndarray, phrases: Sequence[str], options: PipelineOptions
+    ) -> list[list[Candidate]]:
+        """Return one list of candidates per phrase, in phrase order."""
+        ...
+
+
+class Segmenter(Protocol):
+    """Turns candidate boxes into masks."""
+
+    def segment(self, image: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
+        """Return the same candidates, in order, each with a bool HxW ``mask``."""
+        ...
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The x0, y0, x1, y1 extent (x1/y1 exclusive) of a non-empty bool mask."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+class Pipeline:
+    """Runs all prompts of one image together so detector and segmenter each see the image once."""
+
+    def __init__(self, name: str, model: str, detector: Detector, segmenter: Segmenter) -> None:
+        self.name = name
+        self.model = model
+        self.detector = detector
+        self.segmenter = segmenter
+
+    def run(self, image: np.ndarray, prompts: Sequence[str], options: PipelineOptions) -> list[PromptResult]:
+        """Segment ``image`` (HxWx3 uint8 RGB) for every prompt; one result per prompt, in order."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
+        height, width = image.shape[:2]
+        parsed = [parse_prompt(prompt) for prompt in prompts]
+        phrases = list(dict.fromkeys(p.phrase for p in parsed))
+        found = dict(zip(phrases, self.detector.detect(image, phrases, options), strict=True))
+        chosen = [select(found[p.phrase], p, (width, height), options.max_masks) for p in parsed]
+        segmented = self.segmenter.segment(image, [c for group in chosen for c in group])
+        results = []
+        start = 0
+        for prompt, group in zip(prompts, chosen, strict=True):
+            done = segmented[start : start + len(group)]
+            start += len(group)
+            results.append(PromptResult(prompt, [self._segment(prompt, c) for c in done if _has_mask(c)]))
+        return results
+
+    def _segment(self, prompt: str, candidate: Candidate) -> Segment:
+        mask = np.asarray(candidate.mask, dtype=bool)
+        return Segment(prompt, candidate.label, candidate.score, mask_box(mask), mask, self.model)
+
+
+def _has_mask(candidate: Candidate) -> bool:
+    return candidate.mask is not None and bool(candidate.mask.any())

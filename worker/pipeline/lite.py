@@ -1,0 +1,349 @@
+"""The weight-free "lite" pipeline: classical colour/region segmentation of flat-coloured shapes on a
+plain background. It is the offline default of the local demo and the deterministic backend of system
+tests, so it must be exact on such scenes and must say "no match" rather than guess on anything else.
+
+How it sees an image:
+- The background is the median colour of the image border; pixels far enough from it are foreground,
+  and each connected foreground area big enough not to be a speck is a region.
+- Each region's edge is re-thresholded at half coverage of the region's own colour, so blur, JPEG and
+  antialiasing do not grow or shrink it; holes are filled.
+- A region is named by colour (HSV bins: red, orange, yellow, green, cyan, blue, purple, pink, brown,
+  white, gray, black) and by shape from how much of its box it fills and the box's aspect ratio:
+  square (fills it, aspect < 1.3), bar (fills it, elongated), circle (~pi/4, round), ellipse
+  (~pi/4, elongated), triangle (~1/2), else blob. Shapes are judged axis-aligned: a diamond is a triangle.
+
+How a phrase matches a region: every word must be a colour word, a shape word or a neutral word, else
+the phrase matches nothing ("red shoe" -> no match). Synonyms: grey = gray, violet = purple,
+magenta = pink, aqua/turquoise/teal = cyan, navy = blue, lime = green, gold = yellow, crimson/scarlet =
+red; disc/disk/dot/ball/round = circle, oval = ellipse, stripe/strip/band = bar; plurals are singular.
+"bar" is an elongated rectangle, "square" is not a bar, and "rectangle" means a bar fully and a square
+partly (as does "circle" for an ellipse and back). Generic nouns ("object", "shape", "thing", "region",
+"blob", "item") and shade adjectives ("light", "dark", ...) match any region. The score is the word
+match (1, or ``RELATED_KIND_SCORE`` for a related shape) times the region's contrast confidence.
+Known limits: touching shapes merge into one region; textured or multi-colour backgrounds break it.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import ndimage
+
+from worker.pipeline.base import Candidate, Pipeline, PipelineOptions, mask_box
+
+# Regions.
+BORDER_WIDTH = 3  # px of image border sampled to estimate the background colour
+FOREGROUND_MIN_DISTANCE = 40.0  # RGB distance from the background that always counts as foreground
+FOREGROUND_NOISE_FACTOR = 4.0  # ...or this many times the border's median distance, on noisy images
+MIN_REGION_FRACTION = 0.0003  # regions under this share of the image are specks
+MIN_REGION_PIXELS = 20
+MAX_REGIONS = 64  # only the largest regions are kept: bounds the runtime on busy photos
+EDGE_PAD = 3  # px around a region searched when refining its edge
+COVERAGE_THRESHOLD = 0.5  # a pixel belongs to a region when it is at least half the region's colour
+FULL_CONFIDENCE_CONTRAST = 80.0  # RGB distance from the background at which a region is certain
+
+# Colour names from HSV (hue in degrees, saturation and value in 0..1).
+BLACK_MAX_VALUE = 0.22
+GRAY_MAX_SATURATION = 0.18
+WHITE_MIN_VALUE = 0.85
+BROWN_MAX_VALUE = 0.65  # darker oranges are brown
+PINK_MAX_SATURATION = 0.5  # paler reds are pink
+PURPLE_MAX_VALUE = 0.6  # darker pinks (magenta hues) are purple
+HUE_BINS = (
+    (15, "red"),
+    (42, "orange"),
+    (70, "yellow"),
+    (165, "green"),
+    (195, "cyan"),
+    (255, "blue"),
+    (290, "purple"),
+    (345, "pink"),
+    (360, "red"),
+)
+
+# Shapes from the fill of the box (square 1, circle pi/4, triangle 1/2) and its longer/shorter side.
+RECTANGLE_MIN_FILL = 0.87
+ROUND_MIN_FILL = 0.68
+TRIANGLE_MIN_FILL = 0.38
+SQUARE_MAX_ASPECT = 1.3  # beyond this a rectangle is a bar and a circle an ellipse
+RELATED_KIND_SCORE = 0.6  # match score of a related shape ("rectangle" for a square)
+
+COLOR_NAMES = (
+    "red",
+    "orange",
+    "yellow",
+    "green",
+    "cyan",
+    "blue",
+    "purple",
+    "pink",
+    "brown",
+    "white",
+    "gray",
+    "black",
+)
+_COLOR_WORDS = {name: name for name in COLOR_NAMES} | {
+    "grey": "gray",
+    "violet": "purple",
+    "magenta": "pink",
+    "aqua": "cyan",
+    "turquoise": "cyan",
+    "teal": "cyan",
+    "navy": "blue",
+    "lime": "green",
+    "gold": "yellow",
+    "crimson": "red",
+    "scarlet": "red",
+}
+_KIND_WORDS = {
+    "circle": "circle",
+    "circular": "circle",
+    "disc": "circle",
+    "disk": "circle",
+    "dot": "circle",
+    "ball": "circle",
+    "round": "circle",
+    "ellipse": "ellipse",
+    "oval": "ellipse",
+    "square": "square",
+    "rectangle": "rectangle",
+    "rectangular": "rectangle",
+    "bar": "bar",
+    "stripe": "bar",
+    "strip": "bar",
+    "band": "bar",
+    "triangle": "triangle",
+    "triangular": "triangle",
+}
+# (asked kind, region kind) -> score; absent pairs do not match.
+_KIND_MATCH = {
+    ("circle", "circle"): 1.0,
+    ("circle", "ellipse"): RELATED_KIND_SCORE,
+    ("ellipse", "ellipse"): 1.0,
+    ("ellipse", "circle"): RELATED_KIND_SCORE,
+    ("square", "square"): 1.0,
+    ("rectangle", "bar"): 1.0,
+    ("rectangle", "square"): RELATED_KIND_SCORE,
+    ("bar", "bar"): 1.0,
+    ("triangle", "triangle"): 1.0,
+}
+# Words that narrow nothing lite can see: generic nouns and shade or finish adjectives.
+_NEUTRAL_WORDS = frozenset(
+    {"object", "shape", "thing", "region", "blob", "item", "figure", "form", "segment", "area", "spot"}
+    | {"light", "dark", "bright", "pale", "deep", "colored", "coloured", "solid", "filled", "shaped", "plain"}
+)
+_KNOWN_WORDS = _COLOR_WORDS.keys() | _KIND_WORDS.keys() | _NEUTRAL_WORDS
+
+
+@dataclass(frozen=True)
+class Region:
+    """One coloured area of the image as lite sees it."""
+
+    mask: np.ndarray  # bool HxW, holes filled
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the mask (x1/y1 exclusive)
+    area: int  # mask pixels
+    color: str
+    kind: str  # circle, ellipse, square, bar, triangle or blob
+    contrast: float  # RGB distance of its colour from the background
+
+    @property
+    def label(self) -> str:
+        return f"{self.color} {'region' if self.kind == 'blob' else self.kind}"
+
+
+def name_color(rgb: Sequence[float]) -> str:
+    """Name an RGB colour (0..255 channels) with one of ``COLOR_NAMES``."""
+    hue, saturation, value = colorsys.rgb_to_hsv(*(float(c) / 255 for c in rgb))
+    if value < BLACK_MAX_VALUE:
+        return "black"
+    if saturation < GRAY_MAX_SATURATION:
+        return "white" if value >= WHITE_MIN_VALUE else "gray"
+    name = next(name for upper, name in HUE_BINS if hue * 360 < upper)
+    if name == "orange" and value < BROWN_MAX_VALUE:
+        return "brown"
+    if name == "red" and saturation < PINK_MAX_SATURATION:
+        return "pink"
+    if name == "pink" and value < PURPLE_MAX_VALUE:
+        return "purple"
+    return name
+
+
+def classify_shape(mask: np.ndarray) -> str:
+    """Name the shape of a non-empty bool mask by how it fills its box."""
+    x0, y0, x1, y1 = mask_box(mask)
+    width, height = x1 - x0, y1 - y0
+    fill = np.count_nonzero(mask) / (width * height)
+    elongated = max(width, height) / min(width, height) >= SQUARE_MAX_ASPECT
+    if fill >= RECTANGLE_MIN_FILL:
+        return "bar" if elongated else "square"
+    if fill >= ROUND_MIN_FILL:
+        return "ellipse" if elongated else "circle"
+    if fill >= TRIANGLE_MIN_FILL:
+        return "triangle"
+    return "blob"
+
+
+def _background(pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    """The background colour and the RGB distance beyond which a pixel is foreground."""
+    border = np.concatenate(
+        [
+            pixels[:BORDER_WIDTH].reshape(-1, 3),
+            pixels[-BORDER_WIDTH:].reshape(-1, 3),
+            pixels[:, :BORDER_WIDTH].reshape(-1, 3),
+            pixels[:, -BORDER_WIDTH:].reshape(-1, 3),
+        ]
+    )
+    color = np.median(border, axis=0)
+    spread = float(np.median(np.linalg.norm(border - color, axis=1)))
+    return color, max(FOREGROUND_MIN_DISTANCE, FOREGROUND_NOISE_FACTOR * spread)
+
+
+def _refine(
+    pixels: np.ndarray, background: np.ndarray, seed: np.ndarray, window: tuple[slice, slice]
+) -> Region | None:
+    """Re-threshold a region (``seed`` inside ``window``) at half coverage of its own colour."""
+    crop = pixels[window]
+    core = ndimage.binary_erosion(seed)
+    color = np.median(crop[core if core.any() else seed], axis=0)
+    direction = color - background
+    contrast = float(np.linalg.norm(direction))
+    if contrast < FOREGROUND_MIN_DISTANCE:
+        return None
+    coverage = (crop - background) @ direction / contrast**2
+    inside = (coverage >= COVERAGE_THRESHOLD) & ndimage.binary_dilation(seed, iterations=EDGE_PAD - 1)
+    parts, count = ndimage.label(inside)
+    if count == 0:
+        return None
+    shape = ndimage.binary_fill_holes(parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1)
+    mask = np.zeros(pixels.shape[:2], dtype=bool)
+    mask[window] = shape
+    x0, y0, x1, y1 = mask_box(shape)
+    rows, cols = window
+    box = (x0 + cols.start, y0 + rows.start, x1 + cols.start, y1 + rows.start)
+    area = int(np.count_nonzero(shape))
+    return Region(mask, box, area, name_color(color), classify_shape(shape), contrast)
+
+
+def find_regions(image: np.ndarray) -> list[Region]:
+    """All regions of an HxWx3 uint8 image, largest first."""
+    pixels = image.astype(np.float32)
+    background, threshold = _background(pixels)
+    offset = pixels - background
+    distance_sq = offset[..., 0] ** 2 + offset[..., 1] ** 2 + offset[..., 2] ** 2  # fastest numpy spelling
+    labels, count = ndimage.label(distance_sq > threshold**2)
+    if count == 0:
+        return []
+    areas = np.bincount(labels.ravel())[1:]
+    min_area = max(MIN_REGION_PIXELS, MIN_REGION_FRACTION * labels.size)
+    bounds = ndimage.find_objects(labels)
+    height, width = labels.shape
+    regions = []
+    for index in np.argsort(-areas, kind="stable")[:MAX_REGIONS]:
+        if areas[index] < min_area:
+            break
+        rows, cols = bounds[index]
+        window = (
+            slice(max(rows.start - EDGE_PAD, 0), min(rows.stop + EDGE_PAD, height)),
+            slice(max(cols.start - EDGE_PAD, 0), min(cols.stop + EDGE_PAD, width)),
+        )
+        region = _refine(pixels, background, labels[window] == index + 1, window)
+        if region is not None and region.area >= min_area:
+            regions.append(region)
+    return sorted(regions, key=lambda r: -r.area)
+
+
+@dataclass(frozen=True)
+class _Query:
+    """What a phrase asks for; an empty set means "any"."""
+
+    colors: frozenset[str]
+    kinds: frozenset[str]
+
+    def match(self, region: Region) -> float:
+        if self.colors and region.color not in self.colors:
+            return 0.0
+        if not self.kinds:
+            return 1.0
+        return max(_KIND_MATCH.get((kind, region.kind), 0.0) for kind in self.kinds)
+
+
+def _parse_phrase(phrase: str) -> _Query | None:
+    """The query a phrase asks for, or None when it names something lite cannot recognise."""
+    colors, kinds = set(), set()
+    for raw in re.sub(r"[\W_]+", " ", phrase.lower()).split():
+        word = raw[:-1] if raw not in _KNOWN_WORDS and raw.endswith("s") else raw
+        if word in _COLOR_WORDS:
+            colors.add(_COLOR_WORDS[word])
+        elif word in _KIND_WORDS:
+            kinds.add(_KIND_WORDS[word])
+        elif word not in _NEUTRAL_WORDS:
+            return None
+    return _Query(frozenset(colors), frozenset(kinds))
+
+
+class LiteDetector:
+    """Matches phrases against the image's regions; the candidates carry the region masks."""
+
+    def detect(
+        self, image: np.ndarray, phrases: Sequence[str], options: PipelineOptions
+    ) -> list[list[Candidate]]:
+        regions = find_regions(image)
+        return [self._candidates(regions, phrase, options) for phrase in phrases]
+
+    @staticmethod
+    def _candidates(regions: list[Region], phrase: str, options: PipelineOptions) -> list[Candidate]:
+        query = _parse_phrase(phrase)
+        if query is None:
+            return []
+        found = []
+        for region in regions:
+            match = query.match(region)
+            score = match * min(1.0, region.contrast / FULL_CONFIDENCE_CONTRAST)
+            if match > 0 and match >= options.text_threshold and score >= options.box_threshold:
+                x0, y0, x1, y1 = region.box
+                found.append(Candidate(region.label, score, (x0, y0, x1, y1), region.mask))
+        return sorted(found, key=lambda c: -c.score)  # stable: equal scores stay largest first
+
+
+class LiteSegmenter:
+    """Fills holes in candidate masks; a box-only candidate (from another detector) gets the region
+    that covers most of its box, cut to the box, or an empty mask when no region is there."""
+
+    def segment(self, image: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
+        regions: list[Region] | None = None
+        segmented = []
+        for candidate in candidates:
+            mask = candidate.mask
+            if mask is None:
+                regions = find_regions(image) if regions is None else regions
+                mask = _mask_in_box(regions, candidate.box, image.shape[:2])
+            segmented.append(replace(candidate, mask=_fill_holes(mask)))
+        return segmented
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill holes working on the mask's box only: whole-image morphology is slow."""
+    filled = mask.astype(bool)
+    if filled.any():
+        x0, y0, x1, y1 = mask_box(filled)
+        filled[y0:y1, x0:x1] = ndimage.binary_fill_holes(filled[y0:y1, x0:x1])
+    return filled
+
+
+def _mask_in_box(
+    regions: list[Region], box: tuple[float, float, float, float], shape: tuple[int, ...]
+) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    in_box = np.zeros(shape, dtype=bool)
+    in_box[max(math.floor(y0), 0) : math.ceil(y1), max(math.floor(x0), 0) : math.ceil(x1)] = True
+    overlaps = [region.mask & in_box for region in regions]
+    return max(overlaps, key=np.count_nonzero, default=np.zeros(shape, dtype=bool))
+
+
+def build_lite_pipeline() -> Pipeline:
+    return Pipeline(name="lite", model="lite", detector=LiteDetector(), segmenter=LiteSegmenter())

@@ -1,0 +1,160 @@
+"""Runs one job: claim, fetch, decode, segment, encode, upload, finish, with a cancel check between stages."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from shared.errors import JobFailure, PipelineFailed, SmartsegError
+from shared.fetch import ImageFetcher
+from shared.jobstore import ClaimResult, JobRecord, JobStore
+from shared.storage import MaskStorage, object_key
+from worker.image import decode_image
+from worker.lease import JobCanceled, LeaseKeeper, LeaseLost
+from worker.mask_encoding import PNG_CONTENT_TYPE, encode_png_mask
+from worker.pipeline.base import Pipeline, PipelineOptions, PromptResult
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: JobStore,
+        storage: MaskStorage,
+        fetcher: ImageFetcher,
+        pipelines: Mapping[str, Pipeline],
+        worker_id: str,
+        lease_s: float,
+        max_image_pixels: int,
+    ) -> None:
+        self.store = store
+        self.storage = storage
+        self.fetcher = fetcher
+        self.pipelines = pipelines
+        self.worker_id = worker_id
+        self.lease_s = lease_s
+        self.max_image_pixels = max_image_pixels
+
+    def run(self, job_id: str, token: str) -> str:
+        """Run the job this message names; returns what happened, for the log."""
+        claim = self.store.claim(job_id, token, self.worker_id, self.lease_s)
+        if claim is not ClaimResult.CLAIMED:
+            log.info("dropped message for %s: %s", job_id, claim.value)
+            return claim.value
+        job = self.store.get(job_id)
+        if job is None:  # expired between claim and read
+            return ClaimResult.MISSING.value
+        metrics: dict[str, float] = {"queue_s": round((job.started_at or time.time()) - job.created_at, 4)}
+        uploaded: list[str] = []
+        with LeaseKeeper(self.store, job_id, token, self.lease_s) as lease:
+            try:
+                outputs, prompt_results = self._stages(job, lease, metrics, uploaded)
+                metrics["total_s"] = round(time.time() - job.created_at, 4)
+                ended = self.store.succeed(
+                    job, token, outputs=outputs, prompt_results=prompt_results, metrics=metrics
+                )
+            except JobCanceled:
+                ended = self.store.acknowledge_cancel(job, token)
+            except LeaseLost:
+                ended = None
+            except JobFailure as exc:
+                ended = self._fail(job, token, exc, metrics)
+            except Exception as exc:
+                log.exception("job %s failed unexpectedly", job_id)
+                ended = self._fail(job, token, SmartsegError(f"internal error: {type(exc).__name__}"), metrics)
+        if ended is None or ended.value != "succeeded":
+            self._discard(uploaded)
+        outcome = ended.value if ended else "lost"
+        log.info("job %s %s in %.3fs", job_id, outcome, time.time() - job.created_at)
+        return outcome
+
+    def _stages(
+        self, job: JobRecord, lease: LeaseKeeper, metrics: dict[str, float], uploaded: list[str]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        request = job.request
+        options = request["options"]
+        pipeline = self.pipelines.get(options["pipeline"])
+        if pipeline is None:
+            raise PipelineFailed(f"this worker does not serve pipeline {options['pipeline']!r}")
+
+        started = time.perf_counter()
+        fetched = self.fetcher.fetch(request["image_url"])
+        metrics["fetch_s"] = _since(started)
+        lease.checkpoint()
+
+        started = time.perf_counter()
+        image = decode_image(fetched.data, self.max_image_pixels)
+        metrics["decode_s"] = _since(started)
+        lease.checkpoint()
+
+        started = time.perf_counter()
+        try:
+            results = pipeline.run(
+                image,
+                request["prompts"],
+                PipelineOptions(
+                    box_threshold=options["box_threshold"],
+                    text_threshold=options["text_threshold"],
+                    max_masks=options["max_masks"],
+                ),
+            )
+        except Exception as exc:
+            raise PipelineFailed(f"pipeline {pipeline.name} failed: {type(exc).__name__}") from exc
+        metrics["inference_s"] = _since(started)
+        lease.checkpoint()
+
+        started = time.perf_counter()
+        outputs = self._upload(job, results, image.shape[1], image.shape[0], uploaded)
+        metrics["upload_s"] = _since(started)
+        lease.checkpoint()
+        prompt_results = [
+            {"prompt": result.prompt, "result": "match" if result.segments else "no_match", "masks": len(result.segments)}
+            for result in results
+        ]
+        return outputs, prompt_results
+
+    def _upload(
+        self, job: JobRecord, results: list[PromptResult], width: int, height: int, uploaded: list[str]
+    ) -> list[dict[str, Any]]:
+        outputs = []
+        for result in results:
+            for segment in result.segments:
+                filename = f"{job.filename_stem}.mask-{len(outputs)}.png"
+                key = object_key(job.id, job.attempt, filename)
+                self.storage.put(key, encode_png_mask(segment.mask), PNG_CONTENT_TYPE)
+                uploaded.append(key)
+                outputs.append(
+                    {
+                        "key": key,
+                        "filename": filename,
+                        "content_type": PNG_CONTENT_TYPE,
+                        "width": width,
+                        "height": height,
+                        "prompt": segment.prompt,
+                        "label": segment.label,
+                        "score": round(float(segment.score), 4),
+                        "box": [int(value) for value in segment.box],
+                        "area": int(segment.area),
+                        "model": segment.model,
+                    }
+                )
+        return outputs
+
+    def _fail(self, job: JobRecord, token: str, error: SmartsegError, metrics: dict[str, float]) -> Any:
+        log.info("job %s failed: %s %s", job.id, error.code, error.message)
+        return self.store.fail(job, token, error=error.to_dict(), metrics=metrics)
+
+    def _discard(self, keys: list[str]) -> None:
+        """Outputs of a canceled, failed or taken-over run are removed, best effort."""
+        for key in keys:
+            try:
+                self.storage.delete(key)
+            except Exception as exc:
+                log.warning("could not delete discarded output %s: %s", key, exc)
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 4)
