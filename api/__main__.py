@@ -12,7 +12,9 @@ from shared.settings import Settings
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s api %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s api %(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

@@ -14,7 +14,12 @@ from shared.errors import InvalidRequest, ServiceUnavailable, SmartsegError, Una
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def error_response(error: SmartsegError) -> JSONResponse:

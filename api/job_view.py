@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, Literal
 
 from shared.jobstore import MICRO_USD, JobRecord
 from shared.schemas import (
@@ -40,7 +41,7 @@ def job_view(job: JobRecord, storage: MaskStorage, presign_ttl_s: int, base_url:
         MaskOutput(url=storage.presigned_url(item["key"], presign_ttl_s), **_without_key(item))
         for item in job.outputs
     ]
-    result = None
+    result: Literal["match", "no_match"] | None = None
     if job.status == "succeeded":
         result = "match" if outputs else "no_match"
     path = f"{base_url}/v1/segmentations/{job.id}"
@@ -70,5 +71,5 @@ def job_view(job: JobRecord, storage: MaskStorage, presign_ttl_s: int, base_url:
     )
 
 
-def _without_key(item: dict[str, object]) -> dict[str, object]:
+def _without_key(item: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in item.items() if name != "key"}

@@ -55,4 +55,3 @@ class Services:
     async def close(self) -> None:
         await self.redis_async.aclose()
         self.store.redis.close()
-

@@ -25,11 +25,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.noop_worker import NOOP_QUEUE, NOOP_TASK, make_noop_app  # noqa: E402
-from shared.client import SmartsegClient  # noqa: E402
-from shared.credentials import hash_api_key  # noqa: E402
-from shared.launcher import Stack, child_environment, stop_processes, wait_until  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+from bench.noop_worker import NOOP_QUEUE, NOOP_TASK, make_noop_app
+from shared.client import SmartsegClient
+from shared.credentials import hash_api_key
+from shared.launcher import Stack, child_environment, stop_processes, wait_until
+from shared.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "overhead.json"
 REGIONS = ["us-east", "eu-west"]
@@ -119,7 +119,12 @@ def main() -> None:
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="smartseg-bench-"))
     settings = Settings().updated(
-        **{"regions": REGIONS, "api_key_hashes": [hash_api_key(API_KEY)], "api_port": 0, "log_level": "WARNING"}
+        **{
+            "regions": REGIONS,
+            "api_key_hashes": [hash_api_key(API_KEY)],
+            "api_port": 0,
+            "log_level": "WARNING",
+        }
     )
     stack = Stack(settings, run_dir).start()
     try:
@@ -138,7 +143,9 @@ def main() -> None:
               "ratios": ratios, "targets": targets, "targets_met": met}  # fmt: skip
     print(f"{'':24}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'jobs/s':>10}")
     for name, row in (("bare Celery no-op", bare), ("smartseg full job", full)):
-        print(f"{name:24}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['mean_ms']:>10}{row['throughput_per_s']:>10}")
+        print(
+            f"{name:24}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['mean_ms']:>10}{row['throughput_per_s']:>10}"
+        )
     print(f"{'ratio (full / bare)':24}{ratios['p50_latency_vs_bare']:>10}{ratios['p99_latency_vs_bare']:>10}"
           f"{'':>10}{ratios['throughput_vs_bare']:>10}")  # fmt: skip
     print(f"targets: p50 <= 5x bare, throughput >= 0.25x bare -> {'met' if met else 'NOT met'}")

@@ -19,7 +19,10 @@ LOCAL_NETWORKS = "127.0.0.0/8"
 
 def local_settings(args: argparse.Namespace, api_key: str, allow_loopback_images: bool) -> Settings:
     settings = Settings()
-    updates: dict[str, object] = {"api_port": args.port, "api_key_hashes": [*settings.api_key_hashes, hash_api_key(api_key)]}
+    updates: dict[str, object] = {
+        "api_port": args.port,
+        "api_key_hashes": [*settings.api_key_hashes, hash_api_key(api_key)],
+    }
     if allow_loopback_images:
         updates["fetch_allowed_networks"] = [*settings.fetch_allowed_networks, LOCAL_NETWORKS]
     return settings.updated(**updates)
@@ -61,7 +64,8 @@ def command_demo(args: argparse.Namespace) -> int:
     print("starting the stack (embedded Redis, SeaweedFS S3, API, one worker per region)...")
     stack = Stack(local_settings(args, api_key, allow_loopback_images=True), run_dir(args)).start()
     try:
-        print(f"stack up: API {stack.api_url}, regions {','.join(stack.settings.regions)}, logs in {stack.run_dir}")
+        regions = ",".join(stack.settings.regions)
+        print(f"stack up: API {stack.api_url}, regions {regions}, logs in {stack.run_dir}")
         ok = run_demo(stack, api_key, Path(args.out))
     finally:
         stack.stop()
@@ -71,7 +75,7 @@ def command_demo(args: argparse.Namespace) -> int:
 
 def command_exec(module: str) -> int:
     """``smartseg api`` / ``smartseg worker`` become ``python -m api|worker`` (shared imports neither)."""
-    os.execv(sys.executable, [sys.executable, "-m", module])
+    os.execv(sys.executable, [sys.executable, "-m", module])  # noqa: S606 - argv is ours, no shell
     return 0  # not reached
 
 
@@ -85,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "up":
             sub.add_argument("--api-key", help="API key to accept (default: a new random one, printed)")
             sub.add_argument(
-                "--allow-loopback-images", action="store_true", help=f"let jobs fetch images from {LOCAL_NETWORKS}"
+                "--allow-loopback-images",
+                action="store_true",
+                help=f"let jobs fetch images from {LOCAL_NETWORKS}",
             )
         else:
             sub.add_argument("--out", default="demo-out", help="folder for masks and overlays")

@@ -65,7 +65,9 @@ class SmartsegClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/segmentations/{job_id}/cancel")
 
-    def list(self, *, status: str | None = None, cursor: str | None = None, limit: int = 20) -> dict[str, Any]:
+    def list(
+        self, *, status: str | None = None, cursor: str | None = None, limit: int = 20
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
@@ -88,6 +90,8 @@ class SmartsegClient:
                 error = response.json()["error"]
             except (ValueError, KeyError, TypeError):
                 error = {"code": "http_error", "message": response.text[:200]}
-            raise SmartsegAPIError(response.status_code, error.get("code", ""), error.get("message", ""), error.get("details"))
+            raise SmartsegAPIError(
+                response.status_code, error.get("code", ""), error.get("message", ""), error.get("details")
+            )
         body: dict[str, Any] = response.json()
         return body

@@ -271,13 +271,13 @@ class JobStore:
         return JobRecord.from_hash(raw) if raw else None  # type: ignore[arg-type]
 
     def get_for_owner(self, owner: str, job_id: str) -> JobRecord:
-        """The job if it exists and belongs to ``owner``; another owner's job is indistinguishable from none."""
+        """The job if it exists and belongs to ``owner``; another owner's job looks like no job at all."""
         job = self.get(job_id) if job_id.startswith("seg_") else None
         if job is None or job.owner != owner:
             raise NotFound(f"no segmentation with id {job_id!r}")
         return job
 
-    def list(
+    def list_for_owner(
         self,
         owner: str,
         *,
@@ -286,29 +286,28 @@ class JobStore:
         limit: int = DEFAULT_PAGE_SIZE,
     ) -> JobPage:
         """Newest first. ``cursor`` is the sequence number of the last job of the previous page."""
+        key = self.keys.owner_jobs(owner)
         upper = f"({int(cursor)}" if cursor else "+inf"
         jobs: list[JobRecord] = []
         scanned = 0
-        last_score: float | None = None
+        last_seq: int | None = None
         while len(jobs) < limit and scanned < MAX_SCAN_PER_PAGE:
-            batch = self.redis.zrevrangebyscore(
-                self.keys.owner_jobs(owner), upper, "-inf", start=0, num=limit, withscores=True
+            batch: list[tuple[str, float]] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
+                key, upper, "-inf", start=0, num=limit, withscores=True
             )
             if not batch:
                 return JobPage(jobs, None)
             for job_id, score in batch:
                 scanned += 1
-                last_score = score
+                last_seq = int(score)
                 job = self.get(job_id)
                 if job is not None and (status is None or job.status == status):
                     jobs.append(job)
                     if len(jobs) == limit:
                         break
-            upper = f"({int(last_score)}"
-        more = last_score is not None and bool(
-            self.redis.zrevrangebyscore(self.keys.owner_jobs(owner), upper, "-inf", start=0, num=1)
-        )
-        return JobPage(jobs, str(int(last_score)) if more and last_score is not None else None)
+            upper = f"({last_seq}"
+        more = bool(self.redis.zrevrangebyscore(key, upper, "-inf", start=0, num=1))
+        return JobPage(jobs, str(last_seq) if more and last_seq is not None else None)
 
     def claim(self, job_id: str, token: str, worker_id: str, lease_s: float) -> ClaimResult:
         """Fenced claim: only the holder of the current token may move a queued job to running."""
@@ -337,7 +336,9 @@ class JobStore:
         fields = {"outputs": outputs, "prompt_results": prompt_results, "metrics": metrics}
         return self._end(job, token, JobStatus.SUCCEEDED, fields, self.price_micro_usd)
 
-    def fail(self, job: JobRecord, token: str, *, error: dict[str, Any], metrics: dict[str, float]) -> JobStatus | None:
+    def fail(
+        self, job: JobRecord, token: str, *, error: dict[str, Any], metrics: dict[str, float]
+    ) -> JobStatus | None:
         return self._end(job, token, JobStatus.FAILED, {"error": error, "metrics": metrics}, 0)
 
     def acknowledge_cancel(self, job: JobRecord, token: str) -> JobStatus | None:
@@ -360,7 +361,7 @@ class JobStore:
     def usage(self, owner: str) -> tuple[int, int]:
         """(billed runs, billed micro-USD) of an owner."""
         raw = self.redis.hmget(self.keys.usage(owner), ["runs", "micro_usd"])
-        return int(raw[0] or 0), int(raw[1] or 0)  # type: ignore[index]
+        return int(raw[0] or 0), int(raw[1] or 0)
 
     def _end(
         self, job: JobRecord, token: str, status: JobStatus, fields: dict[str, Any], bill_micro_usd: int

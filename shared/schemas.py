@@ -18,8 +18,12 @@ class SegmentationOptions(BaseModel):
     box_threshold: float = Field(default=0.3, ge=0.0, le=1.0, description="Minimum detection score.")
     text_threshold: float = Field(default=0.25, ge=0.0, le=1.0, description="Minimum phrase-match score.")
     max_masks: int = Field(default=3, ge=1, le=20, description="At most this many masks per prompt.")
-    output_format: Literal["png"] = Field(default="png", description="Mask encoding (PNG, 0/255, image size).")
-    pipeline: str | None = Field(default=None, description="Pipeline name; the deployment default if omitted.")
+    output_format: Literal["png"] = Field(
+        default="png", description="Mask encoding (PNG, 0/255, image size)."
+    )
+    pipeline: str | None = Field(
+        default=None, description="Pipeline name; the deployment default if omitted."
+    )
 
 
 class SegmentationRequest(BaseModel):

@@ -75,7 +75,9 @@ class MaskStorage:
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
                 return
             except (BotoCoreError, ClientError) as exc:
-                log.warning("upload of %s failed (attempt %d/%d): %s", key, attempt, self.upload_attempts, exc)
+                log.warning(
+                    "upload of %s failed (attempt %d/%d): %s", key, attempt, self.upload_attempts, exc
+                )
                 if attempt == self.upload_attempts:
                     raise StorageUnavailable(
                         "mask storage is unavailable; the upload failed after retries",

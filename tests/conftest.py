@@ -29,7 +29,9 @@ def redis_url(env_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
-def s3_settings(env_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+def s3_settings(
+    env_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, object]]:
     if env_settings.s3_endpoint:
         yield {"s3_endpoint": env_settings.s3_endpoint}
         return

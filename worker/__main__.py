@@ -16,7 +16,9 @@ def main() -> None:
         format=f"%(asctime)s worker[{settings.region}] %(levelname)s %(name)s: %(message)s",
     )
     if settings.region not in settings.regions:
-        raise SystemExit(f"SMARTSEG_REGION={settings.region!r} is not one of SMARTSEG_REGIONS={settings.regions}")
+        raise SystemExit(
+            f"SMARTSEG_REGION={settings.region!r} is not one of SMARTSEG_REGIONS={settings.regions}"
+        )
     runner = build_runner(settings)
     runner.storage.ensure_bucket()
     app = build_worker_app(settings, runner)

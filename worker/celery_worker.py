@@ -24,7 +24,9 @@ def worker_id(settings: Settings) -> str:
 
 def build_runner(settings: Settings) -> JobRunner:
     """Load every pipeline the settings name now, so a broken one stops the worker at start, not mid-job."""
-    client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True, health_check_interval=10)
+    client = redis.Redis.from_url(
+        settings.require_redis_url(), decode_responses=True, health_check_interval=10
+    )
     store = JobStore(
         client,
         Keys(settings.key_prefix),

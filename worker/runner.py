@@ -64,7 +64,9 @@ class JobRunner:
                 ended = self._fail(job, token, exc, metrics)
             except Exception as exc:
                 log.exception("job %s failed unexpectedly", job_id)
-                ended = self._fail(job, token, SmartsegError(f"internal error: {type(exc).__name__}"), metrics)
+                ended = self._fail(
+                    job, token, SmartsegError(f"internal error: {type(exc).__name__}"), metrics
+                )
         if ended is None or ended.value != "succeeded":
             self._discard(uploaded)
         outcome = ended.value if ended else "lost"
@@ -111,7 +113,11 @@ class JobRunner:
         metrics["upload_s"] = _since(started)
         lease.checkpoint()
         prompt_results = [
-            {"prompt": result.prompt, "result": "match" if result.segments else "no_match", "masks": len(result.segments)}
+            {
+                "prompt": result.prompt,
+                "result": "match" if result.segments else "no_match",
+                "masks": len(result.segments),
+            }
             for result in results
         ]
         return outputs, prompt_results
@@ -119,7 +125,7 @@ class JobRunner:
     def _upload(
         self, job: JobRecord, results: list[PromptResult], width: int, height: int, uploaded: list[str]
     ) -> list[dict[str, Any]]:
-        outputs = []
+        outputs: list[dict[str, Any]] = []
         for result in results:
             for segment in result.segments:
                 filename = f"{job.filename_stem}.mask-{len(outputs)}.png"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -16,7 +16,7 @@ from api.services import Services
 from shared.celery_app import dispatch_segment
 from shared.errors import InvalidRequest, ServiceUnavailable, UnknownPipeline, UnknownRegion
 from shared.fetch import check_image_url, image_filename_stem
-from shared.jobstore import DEFAULT_PAGE_SIZE, JobRecord, JobStatus
+from shared.jobstore import DEFAULT_PAGE_SIZE, ClaimResult, JobRecord, JobStatus
 from shared.schemas import Job, JobList, SegmentationRequest
 
 router = APIRouter(prefix="/v1/segmentations", tags=["segmentations"])
@@ -108,12 +108,16 @@ async def create_segmentation(
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/segmentations/{job.id}"
-    return await render(services, request, response, job, requested_wait(prefer, services.settings.max_wait_s))
+    return await render(
+        services, request, response, job, requested_wait(prefer, services.settings.max_wait_s)
+    )
 
 
 async def _dispatch(services: Services, job: JobRecord) -> None:
     try:
-        await run_in_threadpool(dispatch_segment, services.celery, job.id, job.token, job.region, job.priority)
+        await run_in_threadpool(
+            dispatch_segment, services.celery, job.id, job.token, job.region, job.priority
+        )
     except Exception as exc:
         # The record exists but no message does: end it rather than leave a job that never runs.
         error = {"code": ServiceUnavailable.code, "message": "the job could not be queued"}
@@ -121,9 +125,9 @@ async def _dispatch(services: Services, job: JobRecord) -> None:
         raise ServiceUnavailable("the job queue is unavailable; try again") from exc
 
 
-def _fail_undispatched(services: Services, job: JobRecord, error: dict[str, object]) -> None:
+def _fail_undispatched(services: Services, job: JobRecord, error: dict[str, Any]) -> None:
     store = services.store
-    if store.claim(job.id, job.token, "api", services.settings.lease_s).value == "claimed":
+    if store.claim(job.id, job.token, "api", services.settings.lease_s) is ClaimResult.CLAIMED:
         store.fail(job, job.token, error=error, metrics={})
 
 
@@ -137,7 +141,9 @@ async def get_segmentation(
     prefer: PreferHeader = None,
 ) -> Job:
     job = await run_in_threadpool(services.store.get_for_owner, owner, job_id)
-    return await render(services, request, response, job, requested_wait(prefer, services.settings.max_wait_s))
+    return await render(
+        services, request, response, job, requested_wait(prefer, services.settings.max_wait_s)
+    )
 
 
 @router.post("/{job_id}/cancel", response_model=Job, summary="Cancel a job")
@@ -159,7 +165,7 @@ async def list_segmentations(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> JobList:
     page = await run_in_threadpool(
-        lambda: services.store.list(owner, status=status, cursor=cursor, limit=limit)
+        lambda: services.store.list_for_owner(owner, status=status, cursor=cursor, limit=limit)
     )
     root = base_url(request, services)
     jobs = [

@@ -1,4 +1,4 @@
-"""The launcher's stack as real processes: API, one worker per served region, on the session's Redis and S3."""
+"""The launcher's stack as real processes: the API and a worker per served region."""
 
 from __future__ import annotations
 
@@ -70,8 +70,10 @@ class RunningStack:
         return SmartsegClient(self.stack.api_url, api_key or self.api_key)
 
 
-@pytest.fixture(scope="session")
-def running_stack(service_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+@pytest.fixture(scope="package")
+def running_stack(
+    service_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningStack]:
     api_key, other_key = f"sk-test-{secrets.token_hex(8)}", f"sk-other-{secrets.token_hex(8)}"
     settings = service_settings.updated(
         **{

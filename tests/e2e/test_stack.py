@@ -67,7 +67,9 @@ def test_prefer_wait_answers_when_the_job_ends(running_stack: RunningStack, scen
 
 def test_no_match_is_a_success_without_masks(running_stack: RunningStack, scene_url: str) -> None:
     with running_stack.client() as client:
-        job = client.wait(client.create({"image_url": scene_url, "prompts": ["shoe", "largest shape"]})["id"], WAIT_S)
+        job = client.wait(
+            client.create({"image_url": scene_url, "prompts": ["shoe", "largest shape"]})["id"], WAIT_S
+        )
     assert job["status"] == "succeeded"
     assert job["prompt_results"][0] == {"prompt": "shoe", "result": "no_match", "masks": 0}
     assert job["prompt_results"][1]["result"] == "match"
@@ -79,7 +81,10 @@ def test_data_url_image_in_other_region(running_stack: RunningStack, scene: Scen
     scene.image.save(buffer, format="PNG")
     data_url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     with running_stack.client() as client:
-        job = client.wait(client.create({"image_url": data_url, "prompt": "largest shape", "region": "eu-west"})["id"], WAIT_S)
+        job = client.wait(
+            client.create({"image_url": data_url, "prompt": "largest shape", "region": "eu-west"})["id"],
+            WAIT_S,
+        )
     assert job["status"] == "succeeded"
     assert job["region"] == "eu-west"
     assert job["input"]["image_url"].endswith("chars)")
@@ -128,7 +133,9 @@ def test_another_keys_job_is_not_found(running_stack: RunningStack, scene_url: s
 
 def test_fetch_failure_fails_the_job_unbilled(running_stack: RunningStack, image_server: ImageServer) -> None:
     with running_stack.client() as client:
-        job = client.wait(client.create({"image_url": f"{image_server.base_url}/missing.png", "prompt": "x"})["id"], WAIT_S)
+        job = client.wait(
+            client.create({"image_url": f"{image_server.base_url}/missing.png", "prompt": "x"})["id"], WAIT_S
+        )
     assert job["status"] == "failed"
     assert job["error"]["code"] == "image_fetch_failed"
     assert job["billing"]["billed"] is False
@@ -136,7 +143,10 @@ def test_fetch_failure_fails_the_job_unbilled(running_stack: RunningStack, image
 
 def test_list_pages_with_cursor(running_stack: RunningStack, scene_url: str) -> None:
     with running_stack.client(running_stack.other_api_key) as client:
-        ids = [client.create({"image_url": scene_url, "prompt": "red shape", "region": IDLE_REGION})["id"] for _ in range(5)]
+        ids = [
+            client.create({"image_url": scene_url, "prompt": "red shape", "region": IDLE_REGION})["id"]
+            for _ in range(5)
+        ]
         first = client.list(limit=2)
         second = client.list(limit=2, cursor=first["next_cursor"])
         queued = client.list(status="queued", limit=100)
@@ -149,19 +159,45 @@ def test_list_pages_with_cursor(running_stack: RunningStack, scene_url: str) -> 
     [
         ({}, {"image_url": "https://example.com/a.png", "prompt": "x"}, 401, "unauthorized"),
         (None, {"image_url": "https://example.com/a.png"}, 422, "invalid_request"),
-        (None, {"image_url": "https://example.com/a.png", "prompt": "x", "prompts": ["y"]}, 422, "invalid_request"),
+        (
+            None,
+            {"image_url": "https://example.com/a.png", "prompt": "x", "prompts": ["y"]},
+            422,
+            "invalid_request",
+        ),
         (None, {"image_url": "file:///etc/passwd", "prompt": "x"}, 422, "image_url_forbidden"),
-        (None, {"image_url": "http://169.254.169.254/latest/meta-data", "prompt": "x"}, 422, "image_url_forbidden"),
-        (None, {"image_url": "https://example.com/a.png", "prompt": "x", "region": "mars"}, 422, "unknown_region"),
-        (None, {"image_url": "https://example.com/a.png", "prompt": "x", "options": {"pipeline": "nope"}}, 422, "unknown_pipeline"),
+        (
+            None,
+            {"image_url": "http://169.254.169.254/latest/meta-data", "prompt": "x"},
+            422,
+            "image_url_forbidden",
+        ),
+        (
+            None,
+            {"image_url": "https://example.com/a.png", "prompt": "x", "region": "mars"},
+            422,
+            "unknown_region",
+        ),
+        (
+            None,
+            {"image_url": "https://example.com/a.png", "prompt": "x", "options": {"pipeline": "nope"}},
+            422,
+            "unknown_pipeline",
+        ),
         (None, {"image_url": "https://example.com/a.png", "prompt": "x" * 301}, 422, "invalid_request"),
     ],
 )
 def test_bad_requests_get_stable_error_codes(
-    running_stack: RunningStack, headers: dict[str, str] | None, body: dict[str, object], status: int, code: str
+    running_stack: RunningStack,
+    headers: dict[str, str] | None,
+    body: dict[str, object],
+    status: int,
+    code: str,
 ) -> None:
     auth = {"Authorization": f"Bearer {running_stack.api_key}"} if headers is None else headers
-    response = httpx.post(f"{running_stack.stack.api_url}/v1/segmentations", json=body, headers=auth, timeout=10)
+    response = httpx.post(
+        f"{running_stack.stack.api_url}/v1/segmentations", json=body, headers=auth, timeout=10
+    )
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
 
@@ -169,7 +205,9 @@ def test_bad_requests_get_stable_error_codes(
 def test_oversized_body_and_garbage_json(running_stack: RunningStack) -> None:
     url = f"{running_stack.stack.api_url}/v1/segmentations"
     auth = {"Authorization": f"Bearer {running_stack.api_key}", "Content-Type": "application/json"}
-    huge = httpx.post(url, content=b"x" * (running_stack.stack.settings.max_request_bytes + 1), headers=auth, timeout=30)
+    huge = httpx.post(
+        url, content=b"x" * (running_stack.stack.settings.max_request_bytes + 1), headers=auth, timeout=30
+    )
     assert (huge.status_code, huge.json()["error"]["code"]) == (413, "payload_too_large")
     garbage = httpx.post(url, content=b"{not json", headers=auth, timeout=10)
     assert (garbage.status_code, garbage.json()["error"]["code"]) == (422, "invalid_request")

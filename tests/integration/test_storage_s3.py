@@ -1,4 +1,4 @@
-"""Mask storage against a real S3-compatible server (SeaweedFS): upload, presigned GET, credentials, retries."""
+"""Mask storage against a real S3 server (SeaweedFS): upload, presigned GET, credentials, retries."""
 
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ def test_upload_and_presigned_download(service_settings: Settings) -> None:
     response = httpx.get(storage.presigned_url(key, 60), timeout=5)
     assert response.status_code == 200
     assert response.content == b"\x89PNG fake"
-    assert httpx.get(storage.presigned_url(key, 60).replace("Signature=", "Signature=00"), timeout=5).status_code == 403
+    assert (
+        httpx.get(storage.presigned_url(key, 60).replace("Signature=", "Signature=00"), timeout=5).status_code
+        == 403
+    )
 
 
 def test_wrong_credentials_are_refused(service_settings: Settings) -> None:

@@ -25,7 +25,7 @@ from shared.settings import Settings
 from shared.storage import MaskStorage
 
 pytestmark = pytest.mark.integration
-REGION = "us-east"
+REGION = "int-east"  # a queue of its own: the e2e stack may be consuming seg.us-east on this Redis
 JOB_TIMEOUT_S = 30.0
 
 
@@ -53,7 +53,9 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.fixture(scope="module")
 def store(settings: Settings) -> JobStore:
     client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
-    return JobStore(client, Keys(settings.key_prefix), job_ttl_s=600, idempotency_ttl_s=600, price_micro_usd=120_000)
+    return JobStore(
+        client, Keys(settings.key_prefix), job_ttl_s=600, idempotency_ttl_s=600, price_micro_usd=120_000
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +78,23 @@ def data_url_of_scene(seed: int) -> tuple[str, object]:
 
 
 def new_job(store: JobStore, image_url: str, prompts: list[str], owner: str = "owner1") -> JobRecord:
-    options = {"box_threshold": 0.3, "text_threshold": 0.25, "max_masks": 3, "output_format": "png", "pipeline": "lite"}
-    request = {"image_url": image_url, "prompts": prompts, "region": REGION, "priority": "interactive", "options": options}
-    job, _ = store.create(owner=owner, request=request, region=REGION, priority="interactive", filename_stem="image")
+    options = {
+        "box_threshold": 0.3,
+        "text_threshold": 0.25,
+        "max_masks": 3,
+        "output_format": "png",
+        "pipeline": "lite",
+    }
+    request = {
+        "image_url": image_url,
+        "prompts": prompts,
+        "region": REGION,
+        "priority": "interactive",
+        "options": options,
+    }
+    job, _ = store.create(
+        owner=owner, request=request, region=REGION, priority="interactive", filename_stem="image"
+    )
     return job
 
 
@@ -92,7 +108,9 @@ def wait_terminal(store: JobStore, job_id: str) -> JobRecord:
     raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S}s: {store.get(job_id)}")
 
 
-def test_worker_runs_a_job_and_uploads_the_mask(worker: Path, store: JobStore, celery_app: Celery, storage: MaskStorage) -> None:
+def test_worker_runs_a_job_and_uploads_the_mask(
+    worker: Path, store: JobStore, celery_app: Celery, storage: MaskStorage
+) -> None:
     url, scene = data_url_of_scene(3)
     target = scene.shapes[0]
     job = new_job(store, url, [f"{target.color} {target.kind}"])

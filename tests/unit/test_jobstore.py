@@ -57,7 +57,9 @@ def test_claim_is_fenced_by_token(store: JobStore) -> None:
 def test_success_bills_exactly_once(store: JobStore) -> None:
     job, _ = new_job(store)
     store.claim(job.id, job.token, "w1", 10)
-    outcome = store.succeed(job, job.token, outputs=[{"key": "k"}], prompt_results=[], metrics={"total_s": 1.0})
+    outcome = store.succeed(
+        job, job.token, outputs=[{"key": "k"}], prompt_results=[], metrics={"total_s": 1.0}
+    )
     assert outcome is JobStatus.SUCCEEDED
     # A second finish (duplicate run, late worker) is refused and bills nothing.
     assert store.succeed(job, job.token, outputs=[], prompt_results=[], metrics={}) is None
@@ -72,7 +74,10 @@ def test_success_bills_exactly_once(store: JobStore) -> None:
 def test_failure_is_not_billed(store: JobStore) -> None:
     job, _ = new_job(store)
     store.claim(job.id, job.token, "w1", 10)
-    assert store.fail(job, job.token, error={"code": "image_fetch_failed", "message": "x"}, metrics={}) is JobStatus.FAILED
+    assert (
+        store.fail(job, job.token, error={"code": "image_fetch_failed", "message": "x"}, metrics={})
+        is JobStatus.FAILED
+    )
     assert store.get(job.id).error == {"code": "image_fetch_failed", "message": "x"}
     assert store.usage("alice") == (0, 0)
 
@@ -106,7 +111,10 @@ def test_success_racing_a_cancel_ends_canceled_and_unbilled(store: JobStore) -> 
     job, _ = new_job(store)
     store.claim(job.id, job.token, "w1", 10)
     store.cancel("alice", job.id)
-    assert store.succeed(job, job.token, outputs=[{"key": "k"}], prompt_results=[], metrics={}) is JobStatus.CANCELED
+    assert (
+        store.succeed(job, job.token, outputs=[{"key": "k"}], prompt_results=[], metrics={})
+        is JobStatus.CANCELED
+    )
     assert store.get(job.id).outputs == []
     assert store.usage("alice") == (0, 0)
 
@@ -144,13 +152,13 @@ def test_list_pages_newest_first_with_status_filter(store: JobStore) -> None:
     seen = []
     cursor = None
     while True:
-        page = store.list("alice", cursor=cursor, limit=3)
+        page = store.list_for_owner("alice", cursor=cursor, limit=3)
         seen += [job.id for job in page.jobs]
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
     assert seen == list(reversed(ids))
     store.cancel("alice", ids[2])
-    canceled = store.list("alice", status=JobStatus.CANCELED)
+    canceled = store.list_for_owner("alice", status=JobStatus.CANCELED)
     assert [job.id for job in canceled.jobs] == [ids[2]]
     assert canceled.next_cursor is None

@@ -57,7 +57,10 @@ from worker.pipeline.prompt import GENERIC_PHRASE, ParsedPrompt, parse_prompt
         ("second top circle", ParsedPrompt("circle", ordinal=2, ordinal_from="top")),
         ("second largest circle", ParsedPrompt("circle", size="largest", ordinal=2)),
         ("third smallest coin", ParsedPrompt("coin", size="smallest", ordinal=3)),
-        ("second largest from the left", ParsedPrompt(GENERIC_PHRASE, size="largest", ordinal=2, ordinal_from="left")),
+        (
+            "second largest from the left",
+            ParsedPrompt(GENERIC_PHRASE, size="largest", ordinal=2, ordinal_from="left"),
+        ),
         # qualifiers only -> a generic phrase
         ("leftmost", ParsedPrompt(GENERIC_PHRASE, position="left")),
         ("the biggest one", ParsedPrompt(GENERIC_PHRASE, size="largest")),

@@ -48,7 +48,10 @@ class FakePipeline:
         mask = np.zeros(image.shape[:2], dtype=bool)
         mask[5:15, 10:20] = True
         return [
-            PromptResult(prompt, [] if prompt == "nothing" else [Segment(prompt, "thing", 0.9, (10, 5, 20, 15), mask, "fake")])
+            PromptResult(
+                prompt,
+                [] if prompt == "nothing" else [Segment(prompt, "thing", 0.9, (10, 5, 20, 15), mask, "fake")],
+            )
             for prompt in prompts
         ]
 
@@ -71,7 +74,9 @@ def make_runner(store: JobStore, storage: MemoryStorage, pipeline: FakePipeline)
 def new_job(store: JobStore, prompts: list[str], image_url: str | None = None) -> JobRecord:
     options = {"box_threshold": 0.3, "text_threshold": 0.25, "max_masks": 3, "pipeline": "fake"}
     request = {"image_url": image_url or png_data_url(), "prompts": prompts, "options": options}
-    return store.create(owner="o", request=request, region="r", priority="interactive", filename_stem="photo")[0]
+    return store.create(
+        owner="o", request=request, region="r", priority="interactive", filename_stem="photo"
+    )[0]
 
 
 def test_success_uploads_masks_and_records_outputs(store: JobStore) -> None:

@@ -33,7 +33,13 @@ def run(parsed: ParsedPrompt, max_masks: int = 3, candidates: list[Candidate] | 
 def test_no_qualifier_returns_best_scores_up_to_max_masks() -> None:
     assert run(ParsedPrompt("x")) == ["top-right", "bottom-right", "middle"]
     assert run(ParsedPrompt("x"), max_masks=1) == ["top-right"]
-    assert run(ParsedPrompt("x"), max_masks=10) == ["top-right", "bottom-right", "middle", "bottom-left", "top-left"]
+    assert run(ParsedPrompt("x"), max_masks=10) == [
+        "top-right",
+        "bottom-right",
+        "middle",
+        "bottom-left",
+        "top-left",
+    ]
 
 
 def test_no_candidates_or_no_room_selects_nothing() -> None:
@@ -124,4 +130,4 @@ def test_select_does_not_reorder_or_mutate_its_input() -> None:
     before = list(CANDIDATES)
     run(ParsedPrompt("x", ordinal=2, ordinal_from="bottom"))
     run(ParsedPrompt("x"))
-    assert CANDIDATES == before
+    assert before == CANDIDATES

@@ -305,8 +305,7 @@ class LiteDetector:
             match = query.match(region)
             score = match * min(1.0, region.contrast / FULL_CONFIDENCE_CONTRAST)
             if match > 0 and match >= options.text_threshold and score >= options.box_threshold:
-                x0, y0, x1, y1 = region.box
-                found.append(Candidate(region.label, score, (x0, y0, x1, y1), region.mask))
+                found.append(Candidate(region.label, score, region.box, region.mask))
         return sorted(found, key=lambda c: -c.score)  # stable: equal scores stay largest first
 
 
