@@ -6,6 +6,7 @@ result backend, so the difference to a full job is what smartseg itself adds.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from celery import Celery
@@ -34,6 +35,7 @@ def make_noop_app(settings: Settings) -> Celery:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)  # bench/overhead.py waits for Celery's "ready." line
     worker_settings = Settings()
     name = sys.argv[1] if len(sys.argv) > 1 else "noop"
     make_noop_app(worker_settings).worker_main(

@@ -49,6 +49,14 @@ class Keys:
         """Hash of an owner's billed runs and amount (micro-USD)."""
         return f"{self.prefix}:usage:{owner}"
 
+    def heartbeat(self, region: str, worker_id: str) -> str:
+        """String describing a live worker; it expires unless the worker renews it."""
+        return f"{self.prefix}:heartbeat:{region}:{worker_id}"
+
+    def heartbeat_pattern(self, region: str) -> str:
+        """SCAN pattern matching every heartbeat of a region."""
+        return f"{self.prefix}:heartbeat:{region}:*"
+
     def finished_channel(self, job_id: str) -> str:
         """Pub/sub channel announcing that a job reached a terminal state."""
         return f"{self.prefix}:finished:{job_id}"

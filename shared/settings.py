@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     regions: CommaList = ["us-east", "eu-west"]
     default_region: str = "us-east"
     region: str = "us-east"
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    heartbeat_ttl_s: float = Field(default=3.0, gt=0)
     worker_pool: str = "solo"
     worker_concurrency: int = Field(default=1, ge=1, le=64)
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from shared.keys import region_queues
+from celery.signals import worker_ready, worker_shutdown
+
+from shared.keys import Keys, region_queues
 from shared.settings import Settings
 from worker.celery_worker import build_runner, build_worker_app, worker_id
+from worker.heartbeat import Heartbeat
 
 
 def main() -> None:
@@ -22,6 +26,25 @@ def main() -> None:
     runner = build_runner(settings)
     runner.storage.ensure_bucket()
     app = build_worker_app(settings, runner)
+    heartbeat = Heartbeat(
+        runner.store.redis,
+        Keys(settings.key_prefix),
+        worker_id=runner.worker_id,
+        region=settings.region,
+        pipelines=list(runner.pipelines),
+        interval_s=settings.heartbeat_interval_s,
+        ttl_s=settings.heartbeat_ttl_s,
+    )
+
+    # The heartbeat starts once the worker consumes, so a live heartbeat means jobs will be picked up.
+    @worker_ready.connect(weak=False)
+    def start_heartbeat(**_: Any) -> None:
+        heartbeat.start()
+
+    @worker_shutdown.connect(weak=False)
+    def stop_heartbeat(**_: Any) -> None:
+        heartbeat.stop()
+
     app.worker_main(
         [
             "worker",

@@ -19,7 +19,8 @@ from PIL import Image
 from shared.celery_app import dispatch_segment, make_celery
 from shared.jobstore import JobRecord, JobStatus, JobStore
 from shared.keys import Keys
-from shared.launcher import WORKER_READY_MARK, child_environment, stop_processes, wait_until
+from shared.launcher import child_environment, stop_processes, wait_until
+from shared.regions import live_workers
 from shared.scenes import generate_scene
 from shared.settings import Settings
 from shared.storage import MaskStorage
@@ -35,7 +36,7 @@ def settings(service_settings: Settings) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory, store: JobStore) -> Iterator[Path]:
     log_path = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -45,7 +46,7 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    wait_until(lambda: WORKER_READY_MARK in log_path.read_text(errors="replace"), "worker")
+    wait_until(lambda: bool(live_workers(store.redis, store.keys, REGION)), "worker heartbeat")
     yield log_path
     stop_processes([process])
 
