@@ -9,7 +9,8 @@ from fastapi import Depends, Header, Request
 from api.services import Services
 
 
-def get_services(request: Request) -> Services:
+# Both are async so FastAPI does not hop to a worker thread for them.
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -17,7 +18,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def require_owner(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> str:
+async def require_owner(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> str:
     return services.api_keys.owner_for(authorization)
 
 

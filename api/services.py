@@ -53,5 +53,6 @@ class Services:
         )
 
     async def close(self) -> None:
+        await self.waiter.close()
         await self.redis_async.aclose()
         self.store.redis.close()

@@ -1,19 +1,33 @@
-"""Holds a request until a job ends (``Prefer: wait=N``) by listening for its announcement, not polling."""
+"""Holds requests until their jobs end (``Prefer: wait=N``) by listening for announcements, not polling.
+
+One pattern subscription per API process serves every waiting request, so a wait costs no new
+Redis connection.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from shared.keys import Keys
+
+log = logging.getLogger(__name__)
+
+RESUBSCRIBE_DELAY_S = 0.5
 
 
 class JobWaiter:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        self._subscribed = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
 
     async def wait(self, job_id: str, timeout_s: float, is_finished: Callable[[], Awaitable[bool]]) -> None:
         """Return when the job is finished or ``timeout_s`` has passed, whichever comes first."""
@@ -21,15 +35,51 @@ class JobWaiter:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="job-finished-listener")
+        future: asyncio.Future[None] = loop.create_future()
+        self._waiting.setdefault(job_id, set()).add(future)
         try:
-            # Subscribe first, then look: a job that ends in between is seen by one or the other.
-            await pubsub.subscribe(self.keys.finished_channel(job_id))
-            if await is_finished():
-                return
-            while (remaining := deadline - loop.time()) > 0:
-                message = await pubsub.get_message(timeout=remaining)
-                if message is not None:
+            async with asyncio.timeout_at(deadline):
+                await self._subscribed.wait()
+                # Registered and subscribed, then look: a job ending in between is seen one way or the other.
+                if await is_finished():
                     return
+                await future
+        except TimeoutError:
+            return
         finally:
-            await pubsub.aclose()
+            waiters = self._waiting.get(job_id)
+            if waiters is not None:
+                waiters.discard(future)
+                if not waiters:
+                    del self._waiting[job_id]
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(self.keys.finished_channel("*"))
+                self._subscribed.set()
+                async for message in pubsub.listen():
+                    self._wake(str(message["channel"]).rsplit(":", 1)[-1])
+            except (RedisError, OSError) as exc:
+                log.warning("job announcements lost (%s); resubscribing", exc)
+            finally:
+                self._subscribed.clear()
+                await pubsub.aclose()
+            # Announcements may have been missed: wake everyone so each re-reads its job.
+            for job_id in list(self._waiting):
+                self._wake(job_id)
+            await asyncio.sleep(RESUBSCRIBE_DELAY_S)
+
+    def _wake(self, job_id: str) -> None:
+        for future in self._waiting.pop(job_id, ()):
+            if not future.done():
+                future.set_result(None)

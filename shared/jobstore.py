@@ -76,7 +76,7 @@ if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 'stale' end
 if status ~= 'queued' then return 'not_queued' end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3], 'worker', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
-return 'claimed'
+return redis.call('HGETALL', KEYS[1])
 """
 
 _RENEW = """
@@ -311,11 +311,19 @@ class JobStore:
 
     def claim(self, job_id: str, token: str, worker_id: str, lease_s: float) -> ClaimResult:
         """Fenced claim: only the holder of the current token may move a queued job to running."""
+        return self.claim_record(job_id, token, worker_id, lease_s)[0]
+
+    def claim_record(
+        self, job_id: str, token: str, worker_id: str, lease_s: float
+    ) -> tuple[ClaimResult, JobRecord | None]:
+        """``claim``, also returning the running job's record (read in the same atomic step)."""
         result = self._claim(
             keys=[self.keys.job(job_id), self.keys.lease(job_id)],
             args=[token, worker_id, repr(time.time()), int(lease_s * 1000)],
         )
-        return ClaimResult(result)
+        if isinstance(result, str):
+            return ClaimResult(result), None
+        return ClaimResult.CLAIMED, JobRecord.from_hash(dict(zip(result[::2], result[1::2], strict=True)))
 
     def renew_lease(self, job_id: str, token: str, lease_s: float) -> LeaseState:
         result = self._renew(

@@ -19,8 +19,13 @@ FIRST_RETRY_DELAY_S = 0.25
 MAX_RETRY_DELAY_S = 4.0
 
 
+def _drop_expect_header(request: Any, **_: Any) -> None:
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
+
+
 def s3_client(settings: Settings, endpoint: str) -> Any:
-    return boto3.client(
+    client = boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=settings.s3_access_key,
@@ -34,6 +39,9 @@ def s3_client(settings: Settings, endpoint: str) -> Any:
             retries={"max_attempts": 2, "mode": "standard"},
         ),
     )
+    # Masks are small in-memory bodies: `Expect: 100-continue` would only add a round trip per upload.
+    client.meta.events.register("before-sign.s3.PutObject", _drop_expect_header)
+    return client
 
 
 def object_key(job_id: str, attempt: int, filename: str) -> str:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from types import TracebackType
 
 from shared.jobstore import JobStore, LeaseState
 
 log = logging.getLogger(__name__)
+
+# Boundaries closer together than this share one check: a cancel that lands between fast stages is
+# still honoured by the final write, which turns a canceled job's success into `canceled`.
+MIN_CHECK_INTERVAL_S = 0.05
 
 
 class JobCanceled(Exception):
@@ -28,6 +33,7 @@ class LeaseKeeper:
         self.token = token
         self.lease_s = lease_s
         self.state = LeaseState.HELD
+        self._checked_at = time.monotonic()  # the claim just now was a check
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew_until_stopped, name=f"lease-{job_id}", daemon=True)
 
@@ -42,7 +48,10 @@ class LeaseKeeper:
         self._thread.join(timeout=self.lease_s)
 
     def checkpoint(self) -> None:
-        """Renew now and raise if the job was canceled or taken over."""
+        """Renew and raise if the job was canceled or taken over (unless checked a moment ago)."""
+        if time.monotonic() - self._checked_at < MIN_CHECK_INTERVAL_S:
+            return
+        self._checked_at = time.monotonic()
         self.state = self.store.renew_lease(self.job_id, self.token, self.lease_s)
         if self.state is LeaseState.LOST:
             raise LeaseLost(self.job_id)

@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.errors import JobFailure, PipelineFailed, SmartsegError
 from shared.fetch import ImageFetcher
-from shared.jobstore import ClaimResult, JobRecord, JobStore
+from shared.jobstore import JobRecord, JobStore
 from shared.storage import MaskStorage, object_key
 from worker.image import decode_image
 from worker.lease import JobCanceled, LeaseKeeper, LeaseLost
@@ -40,13 +40,10 @@ class JobRunner:
 
     def run(self, job_id: str, token: str) -> str:
         """Run the job this message names; returns what happened, for the log."""
-        claim = self.store.claim(job_id, token, self.worker_id, self.lease_s)
-        if claim is not ClaimResult.CLAIMED:
+        claim, job = self.store.claim_record(job_id, token, self.worker_id, self.lease_s)
+        if job is None:
             log.info("dropped message for %s: %s", job_id, claim.value)
             return claim.value
-        job = self.store.get(job_id)
-        if job is None:  # expired between claim and read
-            return ClaimResult.MISSING.value
         metrics: dict[str, float] = {"queue_s": round((job.started_at or time.time()) - job.created_at, 4)}
         uploaded: list[str] = []
         with LeaseKeeper(self.store, job_id, token, self.lease_s) as lease:
@@ -82,10 +79,10 @@ class JobRunner:
         if pipeline is None:
             raise PipelineFailed(f"this worker does not serve pipeline {options['pipeline']!r}")
 
+        # Stage boundaries that precede real work check for a cancel; the final write catches late ones.
         started = time.perf_counter()
         fetched = self.fetcher.fetch(request["image_url"])
         metrics["fetch_s"] = _since(started)
-        lease.checkpoint()
 
         started = time.perf_counter()
         image = decode_image(fetched.data, self.max_image_pixels)
@@ -111,7 +108,6 @@ class JobRunner:
         started = time.perf_counter()
         outputs = self._upload(job, results, image.shape[1], image.shape[0], uploaded)
         metrics["upload_s"] = _since(started)
-        lease.checkpoint()
         prompt_results = [
             {
                 "prompt": result.prompt,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Owner, ServicesDep
@@ -21,6 +22,7 @@ from shared.schemas import Job, JobList, SegmentationRequest
 
 router = APIRouter(prefix="/v1/segmentations", tags=["segmentations"])
 
+JSON = "application/json"
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 MAX_PAGE_SIZE = 100
 _WAIT_PREFERENCE = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
@@ -37,10 +39,25 @@ def base_url(request: Request, services: Services) -> str:
     return (services.settings.public_base_url or str(request.base_url)).rstrip("/")
 
 
+def json_response(
+    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """The model is valid by construction; returning it as-is spares FastAPI validating it again."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type=JSON, headers=headers)
+
+
 async def render(
-    services: Services, request: Request, response: Response, job: JobRecord, wait_s: int
-) -> Job:
+    services: Services,
+    request: Request,
+    job: JobRecord,
+    wait_s: int = 0,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """The job as the client sees it, after waiting up to ``wait_s`` for it to finish."""
+    root = base_url(request, services)
+    ttl_s = services.settings.presign_ttl_s
+    headers = dict(headers or {})
     if wait_s and not job.status.is_terminal():
 
         async def is_finished() -> bool:
@@ -48,11 +65,13 @@ async def render(
             return latest is None or latest.status.is_terminal()
 
         await services.waiter.wait(job.id, wait_s, is_finished)
-        job = await run_in_threadpool(services.store.get_for_owner, job.owner, job.id)
-        response.headers["Preference-Applied"] = f"wait={wait_s}"
-    return await run_in_threadpool(
-        job_view, job, services.storage, services.settings.presign_ttl_s, base_url(request, services)
-    )
+        headers["Preference-Applied"] = f"wait={wait_s}"
+        view = await run_in_threadpool(
+            lambda: job_view(services.store.get_for_owner(job.owner, job.id), services.storage, ttl_s, root)
+        )
+    else:
+        view = await run_in_threadpool(job_view, job, services.storage, ttl_s, root)
+    return json_response(view, status_code, headers)
 
 
 def _normalised(body: SegmentationRequest, services: Services) -> dict[str, object]:
@@ -80,10 +99,9 @@ async def create_segmentation(
     owner: Owner,
     services: ServicesDep,
     request: Request,
-    response: Response,
     prefer: PreferHeader = None,
     idempotency_key: Annotated[str | None, Header()] = None,
-) -> Job:
+) -> Response:
     normalised = _normalised(body, services)
     idem_hash = None
     if idempotency_key is not None:
@@ -92,8 +110,9 @@ async def create_segmentation(
         idem_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
     request_hash = hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).hexdigest()
     region = body.region or services.settings.default_region
-    job, created = await run_in_threadpool(
-        lambda: services.store.create(
+
+    def submit() -> tuple[JobRecord, bool]:
+        job, created = services.store.create(
             owner=owner,
             request=normalised,
             region=region,
@@ -102,33 +121,28 @@ async def create_segmentation(
             idempotency_key_hash=idem_hash,
             request_hash=request_hash,
         )
-    )
-    if created:
-        await _dispatch(services, job)
-    else:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/segmentations/{job.id}"
-    return await render(
-        services, request, response, job, requested_wait(prefer, services.settings.max_wait_s)
-    )
+        if created:
+            _dispatch(services, job)
+        return job, created
+
+    job, created = await run_in_threadpool(submit)
+    headers = {"Location": f"/v1/segmentations/{job.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    wait_s = requested_wait(prefer, services.settings.max_wait_s)
+    return await render(services, request, job, wait_s, status_code=202, headers=headers)
 
 
-async def _dispatch(services: Services, job: JobRecord) -> None:
+def _dispatch(services: Services, job: JobRecord) -> None:
     try:
-        await run_in_threadpool(
-            dispatch_segment, services.celery, job.id, job.token, job.region, job.priority
-        )
+        dispatch_segment(services.celery, job.id, job.token, job.region, job.priority)
     except Exception as exc:
         # The record exists but no message does: end it rather than leave a job that never runs.
-        error = {"code": ServiceUnavailable.code, "message": "the job could not be queued"}
-        await run_in_threadpool(_fail_undispatched, services, job, error)
+        store = services.store
+        if store.claim(job.id, job.token, "api", services.settings.lease_s) is ClaimResult.CLAIMED:
+            error = {"code": ServiceUnavailable.code, "message": "the job could not be queued"}
+            store.fail(job, job.token, error=error, metrics={})
         raise ServiceUnavailable("the job queue is unavailable; try again") from exc
-
-
-def _fail_undispatched(services: Services, job: JobRecord, error: dict[str, Any]) -> None:
-    store = services.store
-    if store.claim(job.id, job.token, "api", services.settings.lease_s) is ClaimResult.CLAIMED:
-        store.fail(job, job.token, error=error, metrics={})
 
 
 @router.get("/{job_id}", response_model=Job, summary="Read a job (optionally waiting for it to finish)")
@@ -137,22 +151,19 @@ async def get_segmentation(
     owner: Owner,
     services: ServicesDep,
     request: Request,
-    response: Response,
     prefer: PreferHeader = None,
-) -> Job:
+) -> Response:
     job = await run_in_threadpool(services.store.get_for_owner, owner, job_id)
-    return await render(
-        services, request, response, job, requested_wait(prefer, services.settings.max_wait_s)
-    )
+    return await render(services, request, job, requested_wait(prefer, services.settings.max_wait_s))
 
 
 @router.post("/{job_id}/cancel", response_model=Job, summary="Cancel a job")
-async def cancel_segmentation(
-    job_id: str, owner: Owner, services: ServicesDep, request: Request, response: Response
-) -> Job:
-    await run_in_threadpool(services.store.cancel, owner, job_id)
-    job = await run_in_threadpool(services.store.get_for_owner, owner, job_id)
-    return await render(services, request, response, job, 0)
+async def cancel_segmentation(job_id: str, owner: Owner, services: ServicesDep, request: Request) -> Response:
+    def cancel() -> JobRecord:
+        services.store.cancel(owner, job_id)
+        return services.store.get_for_owner(owner, job_id)
+
+    return await render(services, request, await run_in_threadpool(cancel))
 
 
 @router.get("", response_model=JobList, summary="List your jobs, newest first")
@@ -163,13 +174,13 @@ async def list_segmentations(
     status: JobStatus | None = None,
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,20}$")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
-) -> JobList:
-    page = await run_in_threadpool(
-        lambda: services.store.list_for_owner(owner, status=status, cursor=cursor, limit=limit)
-    )
+) -> Response:
     root = base_url(request, services)
-    jobs = [
-        await run_in_threadpool(job_view, job, services.storage, services.settings.presign_ttl_s, root)
-        for job in page.jobs
-    ]
-    return JobList(data=jobs, next_cursor=page.next_cursor)
+    ttl_s = services.settings.presign_ttl_s
+
+    def page() -> JobList:
+        found = services.store.list_for_owner(owner, status=status, cursor=cursor, limit=limit)
+        jobs = [job_view(job, services.storage, ttl_s, root) for job in found.jobs]
+        return JobList(data=jobs, next_cursor=found.next_cursor)
+
+    return json_response(await run_in_threadpool(page))
