@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from api.auth import ApiKeys
+from api.job_reader import JobReader
 from api.waiter import JobWaiter
 from shared.celery_app import make_celery
 from shared.fetch import FetchLimits, fetch_limits
@@ -22,6 +23,7 @@ from shared.storage import MaskStorage
 class Services:
     settings: Settings
     store: JobStore
+    reader: JobReader
     celery: Celery
     storage: MaskStorage
     waiter: JobWaiter
@@ -44,6 +46,7 @@ class Services:
                 idempotency_ttl_s=settings.idempotency_ttl_s,
                 price_micro_usd=round(settings.price_usd * MICRO_USD),
             ),
+            reader=JobReader(client_async, keys),
             celery=make_celery(settings),
             storage=MaskStorage.from_settings(settings),
             waiter=JobWaiter(client_async, keys),

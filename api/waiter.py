@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from shared.jobstore import JobStatus
 from shared.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class JobWaiter:
         self._subscribed = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
 
-    async def wait(self, job_id: str, timeout_s: float, is_finished: Callable[[], Awaitable[bool]]) -> None:
+    async def wait(self, job_id: str, timeout_s: float) -> None:
         """Return when the job is finished or ``timeout_s`` has passed, whichever comes first."""
         if timeout_s <= 0:
             return
@@ -43,7 +43,7 @@ class JobWaiter:
             async with asyncio.timeout_at(deadline):
                 await self._subscribed.wait()
                 # Registered and subscribed, then look: a job ending in between is seen one way or the other.
-                if await is_finished():
+                if await self._is_finished(job_id):
                     return
                 await future
         except TimeoutError:
@@ -54,6 +54,10 @@ class JobWaiter:
                 waiters.discard(future)
                 if not waiters:
                     del self._waiting[job_id]
+
+    async def _is_finished(self, job_id: str) -> bool:
+        status = await self.client.hget(self.keys.job(job_id), "status")
+        return status is None or JobStatus(str(status)).is_terminal()
 
     async def close(self) -> None:
         if self._listener is not None:

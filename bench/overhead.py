@@ -3,7 +3,8 @@
 (a) bare Celery: a no-op task round trip (send, run, result back) on the same Redis, 2 solo workers;
 (b) smartseg: full jobs through the HTTP API (tiny data: URL image, `lite`), 2 workers (one per region),
     each job one `POST` with `Prefer: wait` that returns when it has succeeded.
-Both: N sequential round trips (p50/p99 latency), then N submitted at once (throughput).
+Both: N sequential round trips (p50/p99 latency) and N submitted at once (throughput), split into
+alternating rounds (bare, full, bare, full...) so that drift in this noisy machine's speed hits both.
 Prints a table and saves bench/results/overhead.json with the ratios against the bare baseline.
 """
 
@@ -18,7 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
@@ -34,6 +37,7 @@ from shared.settings import Settings
 RESULTS = Path(__file__).resolve().parent / "results" / "overhead.json"
 REGIONS = ["us-east", "eu-west"]
 SUBMIT_THREADS = 16
+WARMUP = 20
 API_KEY = "sk-bench-overhead"
 
 
@@ -59,63 +63,92 @@ def tiny_image_url() -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def bare_celery(settings: Settings, jobs: int, run_dir: Path) -> dict[str, float]:
+@contextmanager
+def noop_workers(settings: Settings, run_dir: Path) -> Iterator[None]:
+    """Two bare Celery workers (solo pool, like smartseg's) on the stack's Redis."""
     workers = []
-    for index in range(2):
-        log_path = run_dir / f"noop-{index}.log"
-        with open(log_path, "wb") as log_file:
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, str(Path(__file__).with_name("noop_worker.py")), f"noop{index}"],
-                    env=child_environment(settings, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
-                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                )
-            )  # fmt: skip
-        wait_until(lambda path=log_path: "ready." in path.read_text(errors="replace"), "noop worker")
-    app = make_noop_app(settings)
     try:
-        for value in range(20):  # warm-up: connections, pools
-            app.send_task(NOOP_TASK, args=[value], queue=NOOP_QUEUE).get(timeout=30)
-        latencies = []
-        for value in range(jobs):
-            started = time.perf_counter()
-            app.send_task(NOOP_TASK, args=[value], queue=NOOP_QUEUE).get(timeout=30)
-            latencies.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        pending = [app.send_task(NOOP_TASK, args=[value], queue=NOOP_QUEUE) for value in range(jobs)]
-        for result in pending:
-            result.get(timeout=120)
-        return summary(latencies, jobs, time.perf_counter() - started)
+        for index in range(2):
+            log_path = run_dir / f"noop-{index}.log"
+            with open(log_path, "wb") as log_file:
+                workers.append(
+                    subprocess.Popen(
+                        [sys.executable, str(Path(__file__).with_name("noop_worker.py")), f"noop{index}"],
+                        env=child_environment(settings, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+                        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                    )
+                )  # fmt: skip
+            wait_until(lambda path=log_path: "ready." in path.read_text(errors="replace"), "noop worker")
+        yield
     finally:
         stop_processes(workers)
 
 
-def full_jobs(stack: Stack, jobs: int) -> dict[str, float]:
-    image_url = tiny_image_url()
+class BareCelery:
+    """Round trips of a no-op task: send, run on a worker, result back through the Redis backend."""
 
-    def one_job(index: int) -> float:
-        body = {"image_url": image_url, "prompt": "red square", "region": REGIONS[index % 2]}
+    def __init__(self, settings: Settings) -> None:
+        self.app = make_noop_app(settings)
+
+    def one(self, index: int) -> float:
         started = time.perf_counter()
-        job = client.create(body, wait_s=30)
+        self.app.send_task(NOOP_TASK, args=[index], queue=NOOP_QUEUE).get(timeout=30)
+        return time.perf_counter() - started
+
+    def burst(self, count: int) -> float:
+        started = time.perf_counter()
+        pending = [self.app.send_task(NOOP_TASK, args=[index], queue=NOOP_QUEUE) for index in range(count)]
+        for result in pending:
+            result.get(timeout=120)
+        return time.perf_counter() - started
+
+
+class FullJobs:
+    """Whole smartseg jobs: one POST with `Prefer: wait` that returns once the job has succeeded."""
+
+    def __init__(self, client: SmartsegClient) -> None:
+        self.client = client
+        self.image_url = tiny_image_url()
+
+    def one(self, index: int) -> float:
+        body = {"image_url": self.image_url, "prompt": "red square", "region": REGIONS[index % 2]}
+        started = time.perf_counter()
+        job = self.client.create(body, wait_s=30)
         if job["status"] != "succeeded":
-            job = client.wait(job["id"], timeout_s=60)
+            job = self.client.wait(job["id"], timeout_s=60)
         if job["status"] != "succeeded":
             raise RuntimeError(f"bench job did not succeed: {job['status']} {job['error']}")
         return time.perf_counter() - started
 
-    with SmartsegClient(stack.api_url, API_KEY) as client:
-        for index in range(20):
-            one_job(index)
-        latencies = [one_job(index) for index in range(jobs)]
+    def burst(self, count: int) -> float:
         started = time.perf_counter()
         with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
-            list(pool.map(one_job, range(jobs)))
-        return summary(latencies, jobs, time.perf_counter() - started)
+            list(pool.map(self.one, range(count)))
+        return time.perf_counter() - started
+
+
+def measure(bare: BareCelery, full: FullJobs, jobs: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Both kinds in alternating rounds, so drift in machine speed hits them alike."""
+    chunk = jobs // rounds
+    latencies: dict[str, list[float]] = {"bare": [], "full": []}
+    burst_s = {"bare": 0.0, "full": 0.0}
+    for kind in (bare, full):  # warm-up: connections, pools, caches
+        for index in range(WARMUP):
+            kind.one(index)
+    for _ in range(rounds):
+        for name, kind in (("bare", bare), ("full", full)):
+            latencies[name] += [kind.one(index) for index in range(chunk)]
+        for name, kind in (("bare", bare), ("full", full)):
+            burst_s[name] += kind.burst(chunk)
+    return {name: summary(latencies[name], chunk * rounds, burst_s[name]) for name in ("bare", "full")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument(
+        "--jobs", type=int, default=500, help="per kind, for latency and again for throughput"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds the jobs are split into")
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="smartseg-bench-"))
     settings = Settings().updated(
@@ -128,10 +161,11 @@ def main() -> None:
     )
     stack = Stack(settings, run_dir).start()
     try:
-        bare = bare_celery(stack.settings, args.jobs, run_dir)
-        full = full_jobs(stack, args.jobs)
+        with noop_workers(stack.settings, run_dir), SmartsegClient(stack.api_url, API_KEY) as client:
+            results = measure(BareCelery(stack.settings), FullJobs(client), args.jobs, args.rounds)
     finally:
         stack.stop()
+    bare, full = results["bare"], results["full"]
     ratios = {
         "p50_latency_vs_bare": round(full["p50_ms"] / bare["p50_ms"], 2),
         "p99_latency_vs_bare": round(full["p99_ms"] / bare["p99_ms"], 2),
@@ -139,7 +173,7 @@ def main() -> None:
     }
     targets = {"p50_latency_vs_bare_max": 5.0, "throughput_vs_bare_min": 0.25}
     met = ratios["p50_latency_vs_bare"] <= 5.0 and ratios["throughput_vs_bare"] >= 0.25
-    report = {"jobs": args.jobs, "workers": 2, "bare_celery": bare, "smartseg_full_job": full,
+    report = {"jobs": args.jobs, "rounds": args.rounds, "workers": 2, "bare_celery": bare, "smartseg_full_job": full,
               "ratios": ratios, "targets": targets, "targets_met": met}  # fmt: skip
     print(f"{'':24}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'jobs/s':>10}")
     for name, row in (("bare Celery no-op", bare), ("smartseg full job", full)):

@@ -128,8 +128,22 @@ return job[1]
 """
 
 
+JOB_ID_PREFIX = "seg_"
+
+
 def new_job_id() -> str:
-    return "seg_" + secrets.token_hex(12)
+    return JOB_ID_PREFIX + secrets.token_hex(12)
+
+
+def is_job_id(value: str) -> bool:
+    return value.startswith(JOB_ID_PREFIX)
+
+
+def owned(job: JobRecord | None, owner: str, job_id: str) -> JobRecord:
+    """``job`` if it belongs to ``owner``; another owner's job looks like no job at all."""
+    if job is None or job.owner != owner:
+        raise NotFound(f"no segmentation with id {job_id!r}")
+    return job
 
 
 def new_token() -> str:
@@ -272,10 +286,7 @@ class JobStore:
 
     def get_for_owner(self, owner: str, job_id: str) -> JobRecord:
         """The job if it exists and belongs to ``owner``; another owner's job looks like no job at all."""
-        job = self.get(job_id) if job_id.startswith("seg_") else None
-        if job is None or job.owner != owner:
-            raise NotFound(f"no segmentation with id {job_id!r}")
-        return job
+        return owned(self.get(job_id) if is_job_id(job_id) else None, owner, job_id)
 
     def list_for_owner(
         self,

@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import quote
 
 import boto3
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import StorageUnavailable
@@ -48,26 +52,45 @@ def object_key(job_id: str, attempt: int, filename: str) -> str:
     return f"jobs/{job_id}/{attempt}/{filename}"
 
 
+class Presigner:
+    """SigV4 query-string signing of path-style GET URLs with botocore's own signer.
+
+    The API presigns every output on every read; going through a boto3 client would add endpoint
+    resolution and event hooks to each URL for the same signature, at twice the cost.
+    """
+
+    def __init__(self, endpoint: str, bucket: str, access_key: str, secret_key: str, region: str) -> None:
+        self.base = f"{endpoint.rstrip('/')}/{quote(bucket)}/"
+        self.credentials = Credentials(access_key, secret_key)
+        self.region = region
+
+    def url(self, key: str, ttl_s: int) -> str:
+        request = AWSRequest(method="GET", url=self.base + quote(key, safe="/~"))
+        S3SigV4QueryAuth(self.credentials, "s3", self.region, expires=ttl_s).add_auth(request)
+        return str(request.url)
+
+
 class MaskStorage:
     """Uploads outputs and makes presigned GET URLs for them at read time."""
 
-    def __init__(self, client: Any, bucket: str, upload_attempts: int, presign_client: Any = None) -> None:
+    def __init__(self, client: Any, bucket: str, upload_attempts: int, presigner: Presigner) -> None:
         self.client = client
         self.bucket = bucket
         self.upload_attempts = upload_attempts
-        # Presigned URLs must name the host clients reach, which may differ from the internal endpoint.
-        self.presign_client = presign_client or client
+        self.presigner = presigner
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MaskStorage:
         endpoint = settings.require_s3_endpoint()
-        public = settings.s3_public_endpoint
-        return cls(
-            s3_client(settings, endpoint),
+        presigner = Presigner(
+            # Presigned URLs must name the host clients reach, which may differ from the internal one.
+            settings.s3_public_endpoint or endpoint,
             settings.s3_bucket,
-            settings.s3_upload_attempts,
-            s3_client(settings, public) if public else None,
+            settings.s3_access_key,
+            settings.s3_secret_key.get_secret_value(),
+            settings.s3_region,
         )
+        return cls(s3_client(settings, endpoint), settings.s3_bucket, settings.s3_upload_attempts, presigner)
 
     def ensure_bucket(self) -> None:
         try:
@@ -99,10 +122,7 @@ class MaskStorage:
         return body
 
     def presigned_url(self, key: str, ttl_s: int) -> str:
-        url: str = self.presign_client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_s
-        )
-        return url
+        return self.presigner.url(key, ttl_s)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)

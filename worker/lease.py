@@ -1,11 +1,12 @@
-"""Keeps a running job's lease alive and tells the runner, at each stage boundary, whether to go on."""
+"""Keeps running jobs' leases alive and tells the runner, at each stage boundary, whether to go on."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from types import TracebackType
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from shared.jobstore import JobStore, LeaseState
 
@@ -24,8 +25,8 @@ class LeaseLost(Exception):
     """Raised at a stage boundary when another attempt holds the job now: stop and write nothing."""
 
 
-class LeaseKeeper:
-    """Renews the lease every third of its length in a thread, and on demand at stage boundaries."""
+class Lease:
+    """One running job's lease, as held by this worker."""
 
     def __init__(self, store: JobStore, job_id: str, token: str, lease_s: float) -> None:
         self.store = store
@@ -33,36 +34,61 @@ class LeaseKeeper:
         self.token = token
         self.lease_s = lease_s
         self.state = LeaseState.HELD
-        self._checked_at = time.monotonic()  # the claim just now was a check
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew_until_stopped, name=f"lease-{job_id}", daemon=True)
+        self.renewed_at = time.monotonic()  # the claim just now was a renewal
 
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.lease_s)
+    def renew(self) -> LeaseState:
+        self.renewed_at = time.monotonic()
+        self.state = self.store.renew_lease(self.job_id, self.token, self.lease_s)
+        return self.state
 
     def checkpoint(self) -> None:
-        """Renew and raise if the job was canceled or taken over (unless checked a moment ago)."""
-        if time.monotonic() - self._checked_at < MIN_CHECK_INTERVAL_S:
+        """Renew and raise if the job was canceled or taken over (unless renewed a moment ago)."""
+        if time.monotonic() - self.renewed_at < MIN_CHECK_INTERVAL_S:
             return
-        self._checked_at = time.monotonic()
-        self.state = self.store.renew_lease(self.job_id, self.token, self.lease_s)
-        if self.state is LeaseState.LOST:
+        state = self.renew()
+        if state is LeaseState.LOST:
             raise LeaseLost(self.job_id)
-        if self.state is LeaseState.CANCEL_REQUESTED:
+        if state is LeaseState.CANCEL_REQUESTED:
             raise JobCanceled(self.job_id)
 
-    def _renew_until_stopped(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
-            try:
-                self.state = self.store.renew_lease(self.job_id, self.token, self.lease_s)
-            except Exception as exc:  # a Redis blip: the next renewal or checkpoint tries again
-                log.warning("lease renewal of %s failed: %s", self.job_id, exc)
-            if self.state is LeaseState.LOST:
-                return
+
+class LeaseRenewer:
+    """One thread per worker process renews every held lease each third of its length.
+
+    Long stages (a model's forward pass) have no boundary to renew at; this keeps their lease alive.
+    """
+
+    def __init__(self, store: JobStore, lease_s: float) -> None:
+        self.store = store
+        self.lease_s = lease_s
+        self._held: dict[str, Lease] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def hold(self, job_id: str, token: str) -> Iterator[Lease]:
+        lease = Lease(self.store, job_id, token, self.lease_s)
+        with self._lock:
+            self._held[job_id] = lease
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._renew_forever, name="lease-renewer", daemon=True)
+                self._thread.start()
+        try:
+            yield lease
+        finally:
+            with self._lock:
+                self._held.pop(job_id, None)
+
+    def _renew_forever(self) -> None:
+        interval = self.lease_s / 3
+        while True:
+            time.sleep(interval / 2)
+            with self._lock:
+                due = [
+                    lease for lease in self._held.values() if time.monotonic() - lease.renewed_at >= interval
+                ]
+            for lease in due:
+                try:
+                    lease.renew()
+                except Exception as exc:  # a Redis blip: the next round or checkpoint tries again
+                    log.warning("lease renewal of %s failed: %s", lease.job_id, exc)

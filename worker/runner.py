@@ -12,7 +12,7 @@ from shared.fetch import ImageFetcher
 from shared.jobstore import JobRecord, JobStore
 from shared.storage import MaskStorage, object_key
 from worker.image import decode_image
-from worker.lease import JobCanceled, LeaseKeeper, LeaseLost
+from worker.lease import JobCanceled, Lease, LeaseLost, LeaseRenewer
 from worker.mask_encoding import PNG_CONTENT_TYPE, encode_png_mask
 from worker.pipeline.base import Pipeline, PipelineOptions, PromptResult
 
@@ -36,6 +36,7 @@ class JobRunner:
         self.pipelines = pipelines
         self.worker_id = worker_id
         self.lease_s = lease_s
+        self.leases = LeaseRenewer(store, lease_s)
         self.max_image_pixels = max_image_pixels
 
     def run(self, job_id: str, token: str) -> str:
@@ -46,7 +47,7 @@ class JobRunner:
             return claim.value
         metrics: dict[str, float] = {"queue_s": round((job.started_at or time.time()) - job.created_at, 4)}
         uploaded: list[str] = []
-        with LeaseKeeper(self.store, job_id, token, self.lease_s) as lease:
+        with self.leases.hold(job_id, token) as lease:
             try:
                 outputs, prompt_results = self._stages(job, lease, metrics, uploaded)
                 metrics["total_s"] = round(time.time() - job.created_at, 4)
@@ -71,7 +72,7 @@ class JobRunner:
         return outcome
 
     def _stages(
-        self, job: JobRecord, lease: LeaseKeeper, metrics: dict[str, float], uploaded: list[str]
+        self, job: JobRecord, lease: Lease, metrics: dict[str, float], uploaded: list[str]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         request = job.request
         options = request["options"]

@@ -59,19 +59,11 @@ async def render(
     ttl_s = services.settings.presign_ttl_s
     headers = dict(headers or {})
     if wait_s and not job.status.is_terminal():
-
-        async def is_finished() -> bool:
-            latest = await run_in_threadpool(services.store.get, job.id)
-            return latest is None or latest.status.is_terminal()
-
-        await services.waiter.wait(job.id, wait_s, is_finished)
+        await services.waiter.wait(job.id, wait_s)
         headers["Preference-Applied"] = f"wait={wait_s}"
-        view = await run_in_threadpool(
-            lambda: job_view(services.store.get_for_owner(job.owner, job.id), services.storage, ttl_s, root)
-        )
-    else:
-        view = await run_in_threadpool(job_view, job, services.storage, ttl_s, root)
-    return json_response(view, status_code, headers)
+        job = await services.reader.get_for_owner(job.owner, job.id)
+    # Presigning is local CPU work (no I/O), so it runs right here rather than in a thread.
+    return json_response(job_view(job, services.storage, ttl_s, root), status_code, headers)
 
 
 def _normalised(body: SegmentationRequest, services: Services) -> dict[str, object]:
@@ -153,7 +145,7 @@ async def get_segmentation(
     request: Request,
     prefer: PreferHeader = None,
 ) -> Response:
-    job = await run_in_threadpool(services.store.get_for_owner, owner, job_id)
+    job = await services.reader.get_for_owner(owner, job_id)
     return await render(services, request, job, requested_wait(prefer, services.settings.max_wait_s))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from botocore.exceptions import ClientError
@@ -41,3 +43,32 @@ def test_unreachable_storage_fails_after_retries(service_settings: Settings) -> 
     with pytest.raises(StorageUnavailable) as error:
         storage.put("k", b"x", "image/png")
     assert error.value.code == "storage_unavailable"
+
+
+@pytest.mark.parametrize("filename", ["a b+c.mask-0.png", "naïve~1.mask-0.png", "x%2F.mask-0.png"])
+def test_presigned_urls_of_awkward_keys_download(service_settings: Settings, filename: str) -> None:
+    storage = MaskStorage.from_settings(service_settings)
+    key = object_key("seg_awkward", 1, filename)
+    storage.put(key, filename.encode(), "image/png")
+    response = httpx.get(storage.presigned_url(key, 60), timeout=5)
+    assert (response.status_code, response.content) == (200, filename.encode())
+
+
+def test_presigned_urls_name_the_public_endpoint(service_settings: Settings) -> None:
+    internal = MaskStorage.from_settings(service_settings)
+    key = object_key("seg_public", 1, "p.mask-0.png")
+    internal.put(key, b"public", "image/png")
+    public_endpoint = str(service_settings.s3_endpoint).replace("127.0.0.1", "localhost")
+    storage = MaskStorage.from_settings(service_settings.updated(s3_public_endpoint=public_endpoint))
+    url = storage.presigned_url(key, 60)
+    assert url.startswith(public_endpoint)
+    assert httpx.get(url, timeout=5).content == b"public"
+
+
+def test_presigned_url_expires(service_settings: Settings) -> None:
+    storage = MaskStorage.from_settings(service_settings)
+    key = object_key("seg_expiring", 1, "e.mask-0.png")
+    storage.put(key, b"soon gone", "image/png")
+    url = storage.presigned_url(key, 1)
+    time.sleep(2.1)
+    assert httpx.get(url, timeout=5).status_code == 403
