@@ -248,7 +248,7 @@ class JobStore:
         priority: str,
         filename_stem: str,
         idempotency_key_hash: str | None = None,
-        request_hash: str = "",
+        request_hash: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """Create a queued job; returns (job, created). A replayed Idempotency-Key returns the first job."""
         job_id = new_job_id()
@@ -269,7 +269,7 @@ class JobStore:
         idem_key = self.keys.idempotency(owner, idempotency_key_hash) if idempotency_key_hash else ""
         outcome, found_id = self._create(
             keys=[self.keys.job(job_id), self.keys.owner_jobs(owner), self.keys.sequence(), idem_key],
-            args=[job_id, self.job_ttl_s, self.idempotency_ttl_s, request_hash, *_flatten(fields)],
+            args=[job_id, self.job_ttl_s, self.idempotency_ttl_s, request_hash or "", *_flatten(fields)],
         )
         if outcome == "conflict":
             raise IdempotencyConflict(

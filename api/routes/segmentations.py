@@ -95,12 +95,12 @@ async def create_segmentation(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
     normalised = _normalised(body, services)
-    idem_hash = None
+    idem_hash = request_hash = None
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
             raise InvalidRequest(f"Idempotency-Key must have 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
         idem_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
-    request_hash = hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).hexdigest()
+        request_hash = hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).hexdigest()
     region = body.region or services.settings.default_region
 
     def submit() -> tuple[JobRecord, bool]:

@@ -148,3 +148,32 @@ def test_bad_image_fails_with_code(worker: Path, store: JobStore, celery_app: Ce
     assert done.status is JobStatus.FAILED
     assert done.error is not None and done.error["code"] == "image_invalid"
     assert store.usage("owner-bad") == (0, 0)
+
+
+def test_interactive_queue_is_consumed_before_batch(
+    settings: Settings, store: JobStore, celery_app: Celery, tmp_path: Path
+) -> None:
+    region = "int-prio"
+    prio_settings = settings.updated(regions=[REGION, region])
+    prio_app = make_celery(prio_settings)
+    url, _ = data_url_of_scene(5)
+    batch = [new_job(store, url, ["largest shape"], owner="owner-prio") for _ in range(3)]
+    for job in batch:
+        dispatch_segment(prio_app, job.id, job.token, region, "batch")
+    interactive = new_job(store, url, ["largest shape"], owner="owner-prio")
+    dispatch_segment(prio_app, interactive.id, interactive.token, region, "interactive")
+    # The worker starts only now, with batch work queued ahead of the interactive job.
+    with open(tmp_path / "worker.log", "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker"],
+            env=child_environment(prio_settings, SMARTSEG_REGION=region),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        done = [wait_terminal(store, job.id) for job in [interactive, *batch]]
+    finally:
+        stop_processes([process])
+    started = [job.started_at or 0.0 for job in done]
+    assert started[0] < min(started[1:])

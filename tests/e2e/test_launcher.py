@@ -1,0 +1,66 @@
+"""`smartseg up` as a user runs it: it starts every process, records the PIDs and stops all on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.launcher import child_environment
+from shared.settings import Settings
+
+pytestmark = pytest.mark.e2e
+START_TIMEOUT_S = 90
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_up_records_pids_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    env = child_environment(Settings())  # no SMARTSEG_REDIS_URL / S3: everything embedded
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "up", "--run-dir", str(tmp_path), "--api-key", "sk-up-test"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        banner = ""
+        while "smartseg is up" not in banner and time.monotonic() < deadline:
+            line = process.stdout.readline() if process.stdout else ""
+            if not line and process.poll() is not None:
+                break
+            banner += line
+        assert "smartseg is up" in banner, banner
+        api_url = banner.split("API ", 1)[1].split()[0]
+        pids = json.loads((tmp_path / "pids.json").read_text())
+        assert set(pids) == {"redis", "s3", "api", "worker-us-east", "worker-eu-west"}
+        assert all(alive(pid) for pid in pids.values())
+        health = httpx.get(f"{api_url}/readyz", timeout=5)
+        assert health.status_code == 200
+        docs = httpx.get(f"{api_url}/openapi.json", timeout=5).json()
+        assert "/v1/segmentations" in docs["paths"]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [name for name, pid in pids.items() if alive(pid)]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
