@@ -67,15 +67,16 @@ def tiny_image_url() -> str:
 def noop_workers(settings: Settings, run_dir: Path) -> Iterator[None]:
     """Two bare Celery workers (solo pool, like smartseg's) on the stack's Redis."""
     workers = []
+    script = str(Path(__file__).with_name("noop_worker.py"))
+    env = child_environment(settings, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     try:
         for index in range(2):
             log_path = run_dir / f"noop-{index}.log"
             with open(log_path, "wb") as log_file:
                 workers.append(
                     subprocess.Popen(
-                        [sys.executable, str(Path(__file__).with_name("noop_worker.py")), f"noop{index}"],
-                        env=child_environment(settings, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
-                        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                        [sys.executable, script, f"noop{index}"],
+                        env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                     )
                 )  # fmt: skip
             wait_until(lambda path=log_path: "ready." in path.read_text(errors="replace"), "noop worker")
@@ -173,8 +174,8 @@ def main() -> None:
     }
     targets = {"p50_latency_vs_bare_max": 5.0, "throughput_vs_bare_min": 0.25}
     met = ratios["p50_latency_vs_bare"] <= 5.0 and ratios["throughput_vs_bare"] >= 0.25
-    report = {"jobs": args.jobs, "rounds": args.rounds, "workers": 2, "bare_celery": bare, "smartseg_full_job": full,
-              "ratios": ratios, "targets": targets, "targets_met": met}  # fmt: skip
+    report = {"jobs": args.jobs, "rounds": args.rounds, "workers": 2, "bare_celery": bare,
+              "smartseg_full_job": full, "ratios": ratios, "targets": targets, "targets_met": met}  # fmt: skip
     print(f"{'':24}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'jobs/s':>10}")
     for name, row in (("bare Celery no-op", bare), ("smartseg full job", full)):
         print(
