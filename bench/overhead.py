@@ -175,7 +175,8 @@ def main() -> None:
     targets = {"p50_latency_vs_bare_max": 5.0, "throughput_vs_bare_min": 0.25}
     met = ratios["p50_latency_vs_bare"] <= 5.0 and ratios["throughput_vs_bare"] >= 0.25
     report = {"jobs": args.jobs, "rounds": args.rounds, "workers": 2, "bare_celery": bare,
-              "smartseg_full_job": full, "ratios": ratios, "targets": targets, "targets_met": met}  # fmt: skip
+              "smartseg_full_job": full, "ratios": ratios, "targets": targets,
+              "targets_met": met}  # fmt: skip
     print(f"{'':24}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'jobs/s':>10}")
     for name, row in (("bare Celery no-op", bare), ("smartseg full job", full)):
         print(
