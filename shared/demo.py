@@ -26,28 +26,31 @@ JOB_TIMEOUT_S = 60
 
 
 @contextmanager
-def serve_image(png: bytes, name: str) -> Iterator[str]:
-    """A loopback HTTP server for the sample image, so the demo fetches it the way real jobs do."""
+def serve_pngs(images: dict[str, bytes]) -> Iterator[str]:
+    """A loopback HTTP server for PNGs by name (added to ``images`` at any time); yields its base URL.
+
+    The demo and the tests fetch sample images over HTTP the way real jobs do.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path != f"/{name}":
+            body = images.get(self.path.lstrip("/"))
+            if body is None:
                 self.send_error(404)
                 return
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(png)))
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(png)
+            self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # keep the demo output readable
+        def log_message(self, format: str, *args: Any) -> None:  # keep the output readable
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{name}"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -83,7 +86,8 @@ def run_demo(stack: Stack, api_key: str, out_dir: Path) -> bool:
     out_dir.mkdir(parents=True, exist_ok=True)
     scene.image.save(out_dir / "scene.png")
     all_ok = True
-    with serve_image(png, "scene.png") as image_url, SmartsegClient(stack.api_url, api_key) as client:
+    with serve_pngs({"scene.png": png}) as image_root, SmartsegClient(stack.api_url, api_key) as client:
+        image_url = f"{image_root}/scene.png"
         submitted = [client.create(body) for body in demo_requests(image_url, data_url, left_kind)]
         for number, first in enumerate(submitted, start=1):
             job = client.wait(first["id"], timeout_s=JOB_TIMEOUT_S)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import secrets
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import pytest
 
 from shared.client import SmartsegClient
 from shared.credentials import hash_api_key
+from shared.demo import serve_pngs
 from shared.launcher import Stack
 from shared.settings import Settings
 
@@ -37,27 +36,8 @@ class ImageServer:
 @pytest.fixture(scope="session")
 def image_server() -> Iterator[ImageServer]:
     images: dict[str, bytes] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = images.get(self.path.lstrip("/"))
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield ImageServer(f"http://127.0.0.1:{server.server_address[1]}", images)
-    server.shutdown()
-    server.server_close()
+    with serve_pngs(images) as base_url:
+        yield ImageServer(base_url, images)
 
 
 @dataclass

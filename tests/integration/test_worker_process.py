@@ -35,17 +35,21 @@ def settings(service_settings: Settings) -> Settings:
     return service_settings.updated(key_prefix=f"int-{secrets.token_hex(4)}", regions=[REGION])
 
 
-@pytest.fixture(scope="module")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory, store: JobStore) -> Iterator[Path]:
-    log_path = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
+def start_worker(settings: Settings, region: str, log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "worker"],
-            env=child_environment(settings, SMARTSEG_REGION=REGION),
+            env=child_environment(settings, SMARTSEG_REGION=region),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory, store: JobStore) -> Iterator[Path]:
+    log_path = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
+    process = start_worker(settings, REGION, log_path)
     wait_until(lambda: bool(live_workers(store.redis, store.keys, REGION)), "worker heartbeat")
     yield log_path
     stop_processes([process])
@@ -163,14 +167,7 @@ def test_interactive_queue_is_consumed_before_batch(
     interactive = new_job(store, url, ["largest shape"], owner="owner-prio")
     dispatch_segment(prio_app, interactive.id, interactive.token, region, "interactive")
     # The worker starts only now, with batch work queued ahead of the interactive job.
-    with open(tmp_path / "worker.log", "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "worker"],
-            env=child_environment(prio_settings, SMARTSEG_REGION=region),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start_worker(prio_settings, region, tmp_path / "worker.log")
     try:
         done = [wait_terminal(store, job.id) for job in [interactive, *batch]]
     finally:
