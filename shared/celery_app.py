@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from shared.keys import INTERACTIVE, queue_name, region_queues
+from shared.keys import INTERACTIVE, Keys, queue_name, region_queues
 from shared.settings import Settings
 
 SEGMENT_TASK = "smartseg.segment"
@@ -36,6 +36,7 @@ def make_celery(settings: Settings) -> Celery:
             "queue_order_strategy": "priority",
             "unacked_restore_interval": UNACKED_RESTORE_INTERVAL_S,
             "unacked_restore_throttle": UNACKED_RESTORE_THROTTLE,
+            "global_keyprefix": Keys(settings.key_prefix).broker_prefix,
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -25,6 +25,11 @@ class Keys:
 
     prefix: str = "smartseg"
 
+    @property
+    def broker_prefix(self) -> str:
+        """kombu's ``global_keyprefix``: queues and unacked sets of two deployments never mix."""
+        return f"{self.prefix}:"
+
     def job(self, job_id: str) -> str:
         """Hash holding one job record."""
         return f"{self.prefix}:job:{job_id}"

@@ -29,7 +29,8 @@ def alive(pid: int) -> bool:
 
 
 def test_up_records_pids_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
-    env = child_environment(Settings())  # no SMARTSEG_REDIS_URL / S3: everything embedded
+    # Whatever the environment says, this launcher embeds Redis and S3 of its own.
+    env = child_environment(Settings(redis_url=None, s3_endpoint=None))
     process = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "up", "--run-dir", str(tmp_path), "--api-key", "sk-up-test"],
         env=env,
@@ -61,6 +62,10 @@ def test_up_records_pids_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert not [name for name, pid in pids.items() if alive(pid)]
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.poll() is None:  # a failed assertion: still stop the stack the launcher's way
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

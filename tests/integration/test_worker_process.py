@@ -26,7 +26,7 @@ from shared.settings import Settings
 from shared.storage import MaskStorage
 
 pytestmark = pytest.mark.integration
-REGION = "int-east"  # a queue of its own: the e2e stack may be consuming seg.us-east on this Redis
+REGION = "us-east"
 JOB_TIMEOUT_S = 30.0
 
 
