@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -129,6 +130,7 @@ return job[1]
 
 
 JOB_ID_PREFIX = "seg_"
+JOB_ID_PATTERN = re.compile(r"seg_[0-9a-f]{24}")
 
 
 def new_job_id() -> str:
@@ -136,7 +138,7 @@ def new_job_id() -> str:
 
 
 def is_job_id(value: str) -> bool:
-    return value.startswith(JOB_ID_PREFIX)
+    return JOB_ID_PATTERN.fullmatch(value) is not None
 
 
 def owned(job: JobRecord | None, owner: str, job_id: str) -> JobRecord:

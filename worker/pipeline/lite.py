@@ -46,6 +46,11 @@ MAX_REGIONS = 64  # only the largest regions are kept: bounds the runtime on bus
 EDGE_PAD = 3  # px around a region searched when refining its edge
 COVERAGE_THRESHOLD = 0.5  # a pixel belongs to a region when it is at least half the region's colour
 FULL_CONFIDENCE_CONTRAST = 80.0  # RGB distance from the background at which a region is certain
+# Structuring elements, built once rather than on every scipy.ndimage call. CROSS (4-connectivity) is
+# scipy's default for label, erosion and hole filling; dilating once by EDGE_REACH equals dilating
+# EDGE_PAD - 1 times by CROSS, so a region's edge is searched up to EDGE_PAD - 1 px out of its seed.
+CROSS = ndimage.generate_binary_structure(2, 1)
+EDGE_REACH = ndimage.iterate_structure(CROSS, EDGE_PAD - 1)
 
 # Colour names from HSV (hue in degrees, saturation and value in 0..1).
 BLACK_MAX_VALUE = 0.22
@@ -176,8 +181,12 @@ def name_color(rgb: Sequence[float]) -> str:
 def classify_shape(mask: np.ndarray) -> str:
     """Name the shape of a non-empty bool mask by how it fills its box."""
     x0, y0, x1, y1 = mask_box(mask)
-    width, height = x1 - x0, y1 - y0
-    fill = np.count_nonzero(mask) / (width * height)
+    return _shape_of_box(x1 - x0, y1 - y0, np.count_nonzero(mask))
+
+
+def _shape_of_box(width: int, height: int, area: int) -> str:
+    """Name a shape of ``area`` pixels from the ``width`` x ``height`` box it spans."""
+    fill = area / (width * height)
     elongated = max(width, height) / min(width, height) >= SQUARE_MAX_ASPECT
     if fill >= RECTANGLE_MIN_FILL:
         return "bar" if elongated else "square"
@@ -186,6 +195,16 @@ def classify_shape(mask: np.ndarray) -> str:
     if fill >= TRIANGLE_MIN_FILL:
         return "triangle"
     return "blob"
+
+
+def _median(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=0)`` for finite values, from one partition: np.median's fixed overhead
+    (NaN checks, a mean call) is most of its cost on the small arrays lite takes medians of."""
+    half = len(values) // 2
+    if len(values) % 2:
+        return np.partition(values, half, axis=0)[half]
+    middle = np.partition(values, (half - 1, half), axis=0)
+    return (middle[half - 1] + middle[half]) / 2
 
 
 def _background(pixels: np.ndarray) -> tuple[np.ndarray, float]:
@@ -198,8 +217,8 @@ def _background(pixels: np.ndarray) -> tuple[np.ndarray, float]:
             pixels[:, -BORDER_WIDTH:].reshape(-1, 3),
         ]
     )
-    color = np.median(border, axis=0)
-    spread = float(np.median(np.linalg.norm(border - color, axis=1)))
+    color = _median(border)
+    spread = float(_median(np.linalg.norm(border - color, axis=1)))
     return color, max(FOREGROUND_MIN_DISTANCE, FOREGROUND_NOISE_FACTOR * spread)
 
 
@@ -208,25 +227,28 @@ def _refine(
 ) -> Region | None:
     """Re-threshold a region (``seed`` inside ``window``) at half coverage of its own colour."""
     crop = pixels[window]
-    core = ndimage.binary_erosion(seed)
-    color = np.median(crop[core if core.any() else seed], axis=0)
+    core = ndimage.binary_erosion(seed, CROSS)
+    color = _median(crop[core if core.any() else seed])
     direction = color - background
     contrast = float(np.linalg.norm(direction))
     if contrast < FOREGROUND_MIN_DISTANCE:
         return None
     coverage = (crop - background) @ direction / contrast**2
-    inside = (coverage >= COVERAGE_THRESHOLD) & ndimage.binary_dilation(seed, iterations=EDGE_PAD - 1)
-    parts, count = ndimage.label(inside)
+    inside = (coverage >= COVERAGE_THRESHOLD) & ndimage.binary_dilation(seed, EDGE_REACH)
+    parts, count = ndimage.label(inside, CROSS)
     if count == 0:
         return None
-    shape = ndimage.binary_fill_holes(parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1)
+    largest = 1 if count == 1 else int(np.argmax(np.bincount(parts.ravel())[1:])) + 1
+    # Work on the largest part's box from here: its holes all lie inside it.
+    rows, cols = ndimage.find_objects(parts, max_label=largest)[-1]
+    shape = ndimage.binary_fill_holes(parts[rows, cols] == largest, CROSS)
+    y0, x0 = window[0].start + rows.start, window[1].start + cols.start
+    y1, x1 = y0 + shape.shape[0], x0 + shape.shape[1]
     mask = np.zeros(pixels.shape[:2], dtype=bool)
-    mask[window] = shape
-    x0, y0, x1, y1 = mask_box(shape)
-    rows, cols = window
-    box = (x0 + cols.start, y0 + rows.start, x1 + cols.start, y1 + rows.start)
+    mask[y0:y1, x0:x1] = shape
     area = int(np.count_nonzero(shape))
-    return Region(mask, box, area, name_color(color), classify_shape(shape), contrast)
+    kind = _shape_of_box(x1 - x0, y1 - y0, area)
+    return Region(mask, (x0, y0, x1, y1), area, name_color(color), kind, contrast)
 
 
 def find_regions(image: np.ndarray) -> list[Region]:
@@ -235,7 +257,7 @@ def find_regions(image: np.ndarray) -> list[Region]:
     background, threshold = _background(pixels)
     offset = pixels - background
     distance_sq = offset[..., 0] ** 2 + offset[..., 1] ** 2 + offset[..., 2] ** 2  # fastest numpy spelling
-    labels, count = ndimage.label(distance_sq > threshold**2)
+    labels, count = ndimage.label(distance_sq > threshold**2, CROSS)
     if count == 0:
         return []
     areas = np.bincount(labels.ravel())[1:]
@@ -330,7 +352,7 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     filled = mask.astype(bool)
     if filled.any():
         x0, y0, x1, y1 = mask_box(filled)
-        filled[y0:y1, x0:x1] = ndimage.binary_fill_holes(filled[y0:y1, x0:x1])
+        filled[y0:y1, x0:x1] = ndimage.binary_fill_holes(filled[y0:y1, x0:x1], CROSS)
     return filled
 
 
