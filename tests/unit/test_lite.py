@@ -183,6 +183,23 @@ def test_segmenter_fills_a_box_only_candidate_from_the_region_inside() -> None:
     assert not got_empty.mask.any()
 
 
+def test_segmenter_fills_holes_in_candidate_masks() -> None:
+    mask = np.zeros((40, 60), dtype=bool)
+    mask[5:25, 5:25] = True
+    mask[10:20, 10:20] = False  # a ring: its hole is filled
+    mask[5:25, 35:55] = True
+    mask[10:20, 40:55] = False  # a "C": its gap reaches the outside, so it is no hole
+    mask[30:, :10] = True
+    mask[33:37, 3:6] = False  # a hole in a shape on the image's edge
+    given = mask.copy()
+    candidate = Candidate("from another detector", 0.9, (0, 0, 60, 40), mask)
+    [got] = LiteSegmenter().segment(np.zeros((40, 60, 3), np.uint8), [candidate])
+    expected = mask.copy()
+    expected[10:20, 10:20] = expected[33:37, 3:6] = True
+    assert got.mask is not None and np.array_equal(got.mask, expected)
+    assert np.array_equal(mask, given)  # the candidate's own mask is left alone
+
+
 def test_detector_finds_nothing_on_a_blank_image() -> None:
     blank = np.full((60, 80, 3), 240, dtype=np.uint8)
     assert LiteDetector().detect(blank, ["shape", "red circle"], PipelineOptions()) == [[], []]

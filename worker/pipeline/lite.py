@@ -46,11 +46,8 @@ MAX_REGIONS = 64  # only the largest regions are kept: bounds the runtime on bus
 EDGE_PAD = 3  # px around a region searched when refining its edge
 COVERAGE_THRESHOLD = 0.5  # a pixel belongs to a region when it is at least half the region's colour
 FULL_CONFIDENCE_CONTRAST = 80.0  # RGB distance from the background at which a region is certain
-# Structuring elements, built once rather than on every scipy.ndimage call. CROSS (4-connectivity) is
-# scipy's default for label, erosion and hole filling; dilating once by EDGE_REACH equals dilating
-# EDGE_PAD - 1 times by CROSS, so a region's edge is searched up to EDGE_PAD - 1 px out of its seed.
+# 4-connectivity, scipy's default for labelling and hole filling; built once, not on every call.
 CROSS = ndimage.generate_binary_structure(2, 1)
-EDGE_REACH = ndimage.iterate_structure(CROSS, EDGE_PAD - 1)
 
 # Colour names from HSV (hue in degrees, saturation and value in 0..1).
 BLACK_MAX_VALUE = 0.22
@@ -178,12 +175,6 @@ def name_color(rgb: Sequence[float]) -> str:
     return name
 
 
-def classify_shape(mask: np.ndarray) -> str:
-    """Name the shape of a non-empty bool mask by how it fills its box."""
-    x0, y0, x1, y1 = mask_box(mask)
-    return _shape_of_box(x1 - x0, y1 - y0, np.count_nonzero(mask))
-
-
 def _shape_of_box(width: int, height: int, area: int) -> str:
     """Name a shape of ``area`` pixels from the ``width`` x ``height`` box it spans."""
     fill = area / (width * height)
@@ -197,14 +188,57 @@ def _shape_of_box(width: int, height: int, area: int) -> str:
     return "blob"
 
 
+# Much of lite's work is on small crops, where the fixed cost of a numpy or scipy.ndimage call outweighs
+# the work itself; so the helpers below trade generality for fewer, cheaper calls.
+
+
 def _median(values: np.ndarray) -> np.ndarray:
-    """``np.median(values, axis=0)`` for finite values, from one partition: np.median's fixed overhead
-    (NaN checks, a mean call) is most of its cost on the small arrays lite takes medians of."""
-    half = len(values) // 2
-    if len(values) % 2:
-        return np.partition(values, half, axis=0)[half]
-    middle = np.partition(values, (half - 1, half), axis=0)
-    return (middle[half - 1] + middle[half]) / 2
+    """``np.median(values, axis=-1)`` of finite values, from one partition without np.median's fixed
+    overhead. Colours are passed channel-first (3xN): partitioning along rows is the faster way."""
+    half = values.shape[-1] // 2
+    if values.shape[-1] % 2:
+        return np.partition(values, half)[..., half]
+    middle = np.partition(values, (half - 1, half))
+    return (middle[..., half - 1] + middle[..., half]) / 2
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_erosion(mask)`` (by CROSS, pixels beyond the edge unset) from array slices."""
+    eroded = np.zeros_like(mask)
+    eroded[1:-1, 1:-1] = (
+        mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    )
+    return eroded
+
+
+def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """``ndimage.binary_dilation(mask, iterations=iterations)`` (by CROSS) from array slices."""
+    for _ in range(iterations):
+        grown = mask.copy()
+        grown[1:] |= mask[:-1]
+        grown[:-1] |= mask[1:]
+        grown[:, 1:] |= mask[:, :-1]
+        grown[:, :-1] |= mask[:, 1:]
+        mask = grown
+    return mask
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes`` of a bool mask, or the mask itself when it has none. Faster: most
+    masks pass a cheap no-holes test, the others are filled within their box by one labelling of the
+    background framed by a 1 px ring, which joins all background that reaches the outside."""
+    # No holes when each row holds at most one run of the mask (as in any convex shape): every
+    # background pixel then reaches the edge along its row.
+    runs = np.count_nonzero(mask[:, :1]) + np.count_nonzero(mask[:, 1:] > mask[:, :-1])
+    if runs == np.count_nonzero(mask.any(axis=1)):
+        return mask
+    x0, y0, x1, y1 = mask_box(mask)
+    framed = np.ones((y1 - y0 + 2, x1 - x0 + 2), dtype=bool)
+    np.logical_not(mask[y0:y1, x0:x1], out=framed[1:-1, 1:-1])
+    parts, _ = ndimage.label(framed, CROSS)
+    filled = mask.copy()
+    filled[y0:y1, x0:x1] = parts[1:-1, 1:-1] != parts[0, 0]
+    return filled
 
 
 def _background(pixels: np.ndarray) -> tuple[np.ndarray, float]:
@@ -217,52 +251,63 @@ def _background(pixels: np.ndarray) -> tuple[np.ndarray, float]:
             pixels[:, -BORDER_WIDTH:].reshape(-1, 3),
         ]
     )
+    border = border.T.copy()  # channel-first: 3xN
     color = _median(border)
-    spread = float(_median(np.linalg.norm(border - color, axis=1)))
+    spread = float(_median(np.sqrt(((border - color[:, None]) ** 2).sum(axis=0))))
     return color, max(FOREGROUND_MIN_DISTANCE, FOREGROUND_NOISE_FACTOR * spread)
 
 
 def _refine(
-    pixels: np.ndarray, background: np.ndarray, seed: np.ndarray, window: tuple[slice, slice]
+    offsets: list[np.ndarray], background: np.ndarray, seed: np.ndarray, window: tuple[slice, slice]
 ) -> Region | None:
-    """Re-threshold a region (``seed`` inside ``window``) at half coverage of its own colour."""
-    crop = pixels[window]
-    core = ndimage.binary_erosion(seed, CROSS)
-    color = _median(crop[core if core.any() else seed])
-    direction = color - background
+    """Re-threshold a region (``seed`` inside ``window``) at half coverage of its own colour; ``offsets``
+    are the image's channels minus the background's."""
+    red, green, blue = (channel[window] for channel in offsets)
+    core = _erode(seed)
+    inner = core if core.any() else seed
+    direction = _median(np.array([red[inner], green[inner], blue[inner]]))  # region colour - background
     contrast = float(np.linalg.norm(direction))
     if contrast < FOREGROUND_MIN_DISTANCE:
         return None
-    coverage = (crop - background) @ direction / contrast**2
-    inside = (coverage >= COVERAGE_THRESHOLD) & ndimage.binary_dilation(seed, EDGE_REACH)
+    coverage = (red * direction[0] + green * direction[1] + blue * direction[2]) / contrast**2
+    inside = (coverage >= COVERAGE_THRESHOLD) & _dilate(seed, EDGE_PAD - 1)
     parts, count = ndimage.label(inside, CROSS)
     if count == 0:
         return None
-    largest = 1 if count == 1 else int(np.argmax(np.bincount(parts.ravel())[1:])) + 1
-    # Work on the largest part's box from here: its holes all lie inside it.
-    rows, cols = ndimage.find_objects(parts, max_label=largest)[-1]
-    shape = ndimage.binary_fill_holes(parts[rows, cols] == largest, CROSS)
-    y0, x0 = window[0].start + rows.start, window[1].start + cols.start
-    y1, x1 = y0 + shape.shape[0], x0 + shape.shape[1]
-    mask = np.zeros(pixels.shape[:2], dtype=bool)
-    mask[y0:y1, x0:x1] = shape
+    largest = 1 if count == 1 else np.argmax(np.bincount(parts.ravel())[1:]) + 1
+    # The rest happens in the largest part's box, which holds all its holes.
+    part = parts == largest
+    x0, y0, x1, y1 = mask_box(part)
+    shape = _fill_holes(part[y0:y1, x0:x1])
+    top, left = window[0].start, window[1].start
+    mask = np.zeros(offsets[0].shape, dtype=bool)
+    mask[top + y0 : top + y1, left + x0 : left + x1] = shape
+    box = (left + x0, top + y0, left + x1, top + y1)
     area = int(np.count_nonzero(shape))
     kind = _shape_of_box(x1 - x0, y1 - y0, area)
-    return Region(mask, (x0, y0, x1, y1), area, name_color(color), kind, contrast)
+    return Region(mask, box, area, name_color(background + direction), kind, contrast)
 
 
 def find_regions(image: np.ndarray) -> list[Region]:
     """All regions of an HxWx3 uint8 image, largest first."""
+    if image.size == 0:  # no border to take the background from
+        return []
     pixels = image.astype(np.float32)
     background, threshold = _background(pixels)
-    offset = pixels - background
-    distance_sq = offset[..., 0] ** 2 + offset[..., 1] ** 2 + offset[..., 2] ** 2  # fastest numpy spelling
-    labels, count = ndimage.label(distance_sq > threshold**2, CROSS)
-    if count == 0:
+    # Channel by channel: numpy is several times slower broadcasting over a last axis of length 3.
+    offsets = [pixels[..., channel] - background[channel] for channel in range(3)]
+    red, green, blue = offsets
+    foreground = red**2 + green**2 + blue**2 > threshold**2
+    if not foreground.any():
         return []
-    areas = np.bincount(labels.ravel())[1:]
+    # Label only within the foreground's box: far fewer pixels to scan on a sparse image.
+    x0, y0, x1, y1 = mask_box(foreground)
+    labels = np.zeros(foreground.shape, dtype=np.int32)
+    in_box = labels[y0:y1, x0:x1]  # a view: labelling it fills ``labels``
+    count = ndimage.label(foreground[y0:y1, x0:x1], CROSS, output=in_box)
+    areas = np.bincount(in_box.ravel())[1:]
     min_area = max(MIN_REGION_PIXELS, MIN_REGION_FRACTION * labels.size)
-    bounds = ndimage.find_objects(labels)
+    bounds = ndimage.find_objects(in_box, count)
     height, width = labels.shape
     regions = []
     for index in np.argsort(-areas, kind="stable")[:MAX_REGIONS]:
@@ -270,10 +315,10 @@ def find_regions(image: np.ndarray) -> list[Region]:
             break
         rows, cols = bounds[index]
         window = (
-            slice(max(rows.start - EDGE_PAD, 0), min(rows.stop + EDGE_PAD, height)),
-            slice(max(cols.start - EDGE_PAD, 0), min(cols.stop + EDGE_PAD, width)),
+            slice(max(y0 + rows.start - EDGE_PAD, 0), min(y0 + rows.stop + EDGE_PAD, height)),
+            slice(max(x0 + cols.start - EDGE_PAD, 0), min(x0 + cols.stop + EDGE_PAD, width)),
         )
-        region = _refine(pixels, background, labels[window] == index + 1, window)
+        region = _refine(offsets, background, labels[window] == index + 1, window)
         if region is not None and region.area >= min_area:
             regions.append(region)
     return sorted(regions, key=lambda r: -r.area)
@@ -343,17 +388,9 @@ class LiteSegmenter:
             if mask is None:
                 regions = find_regions(image) if regions is None else regions
                 mask = _mask_in_box(regions, candidate.box, image.shape[:2])
-            segmented.append(replace(candidate, mask=_fill_holes(mask)))
+            # astype copies: the output never shares the candidate's mask
+            segmented.append(replace(candidate, mask=_fill_holes(mask.astype(bool))))
         return segmented
-
-
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill holes working on the mask's box only: whole-image morphology is slow."""
-    filled = mask.astype(bool)
-    if filled.any():
-        x0, y0, x1, y1 = mask_box(filled)
-        filled[y0:y1, x0:x1] = ndimage.binary_fill_holes(filled[y0:y1, x0:x1], CROSS)
-    return filled
 
 
 def _mask_in_box(
