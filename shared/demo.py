@@ -21,7 +21,8 @@ from shared.launcher import Stack
 from shared.scenes import demo_scene
 
 OVERLAY_COLOURS = [(255, 0, 255), (0, 200, 255), (255, 140, 0), (0, 255, 120), (255, 255, 0)]
-OVERLAY_ALPHA = 0.55
+OVERLAY_ALPHA = 0.35
+OUTSIDE_BRIGHTNESS = 0.3
 JOB_TIMEOUT_S = 60
 
 
@@ -67,7 +68,10 @@ def demo_requests(image_url: str, data_url: str, left_kind: str) -> list[dict[st
 
 
 def overlay(image: Image.Image, masks: list[np.ndarray]) -> Image.Image:
+    """The image dimmed outside the masks and each mask tinted, so what was selected stands out."""
     pixels = np.asarray(image.convert("RGB")).astype(np.float32)
+    selected = np.logical_or.reduce(masks) if masks else np.zeros(pixels.shape[:2], dtype=bool)
+    pixels[~selected] *= OUTSIDE_BRIGHTNESS
     for index, mask in enumerate(masks):
         colour = np.array(OVERLAY_COLOURS[index % len(OVERLAY_COLOURS)], dtype=np.float32)
         pixels[mask] = pixels[mask] * (1 - OVERLAY_ALPHA) + colour * OVERLAY_ALPHA
