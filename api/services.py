@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
 import redis.asyncio as aioredis
 from celery import Celery
 
@@ -13,7 +12,7 @@ from api.job_reader import JobReader
 from api.waiter import JobWaiter
 from shared.celery_app import make_celery
 from shared.fetch import FetchLimits, fetch_limits
-from shared.jobstore import MICRO_USD, JobStore
+from shared.jobstore import JobStore
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.storage import MaskStorage
@@ -34,18 +33,10 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         keys = Keys(settings.key_prefix)
-        url = settings.require_redis_url()
-        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=10)
-        client_async = aioredis.Redis.from_url(url, decode_responses=True)
+        client_async = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
         return cls(
             settings=settings,
-            store=JobStore(
-                client,
-                keys,
-                job_ttl_s=settings.job_ttl_s,
-                idempotency_ttl_s=settings.idempotency_ttl_s,
-                price_micro_usd=round(settings.price_usd * MICRO_USD),
-            ),
+            store=JobStore.from_settings(settings),
             reader=JobReader(client_async, keys),
             celery=make_celery(settings),
             storage=MaskStorage.from_settings(settings),

@@ -14,8 +14,11 @@ import redis
 
 from shared.errors import IdempotencyConflict, JobAlreadyFinished, NotFound
 from shared.keys import Keys
+from shared.settings import Settings
 
 MICRO_USD = 1_000_000
+# An idle pooled connection is pinged before reuse after this long, so a restarted Redis is noticed.
+REDIS_HEALTH_CHECK_S = 10
 DEFAULT_PAGE_SIZE = 20
 # Status-filtered listing scans at most this many records per page before returning a cursor.
 MAX_SCAN_PER_PAGE = 500
@@ -240,6 +243,20 @@ class JobStore:
         self._renew = client.register_script(_RENEW)
         self._finish = client.register_script(_FINISH)
         self._cancel = client.register_script(_CANCEL)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobStore:
+        """The store on the settings' Redis; the connection opens on first use."""
+        client = redis.Redis.from_url(
+            settings.require_redis_url(), decode_responses=True, health_check_interval=REDIS_HEALTH_CHECK_S
+        )
+        return cls(
+            client,
+            Keys(settings.key_prefix),
+            job_ttl_s=settings.job_ttl_s,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            price_micro_usd=round(settings.price_usd * MICRO_USD),
+        )
 
     def create(
         self,

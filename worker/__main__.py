@@ -9,7 +9,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from shared.keys import Keys, region_queues
 from shared.settings import Settings
-from worker.celery_worker import build_runner, build_worker_app, worker_id
+from worker.celery_worker import build_runner, build_worker_app
 from worker.heartbeat import Heartbeat
 
 
@@ -55,7 +55,7 @@ def main() -> None:
             "--concurrency",
             str(settings.worker_concurrency),
             "--hostname",
-            f"{worker_id(settings)}@%h",
+            f"{runner.worker_id}@%h",
             "--loglevel",
             settings.log_level,
             "--without-gossip",

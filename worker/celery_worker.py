@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import socket
 
-import redis
 from celery import Celery
 
 from shared.celery_app import SEGMENT_TASK, make_celery
 from shared.fetch import ImageFetcher, fetch_limits
-from shared.jobstore import MICRO_USD, JobStore
-from shared.keys import Keys
+from shared.jobstore import JobStore
 from shared.settings import Settings
 from shared.storage import MaskStorage
 from worker.pipeline import build_pipeline
@@ -24,18 +22,8 @@ def worker_id(settings: Settings) -> str:
 
 def build_runner(settings: Settings) -> JobRunner:
     """Load every pipeline the settings name now, so a broken one stops the worker at start, not mid-job."""
-    client = redis.Redis.from_url(
-        settings.require_redis_url(), decode_responses=True, health_check_interval=10
-    )
-    store = JobStore(
-        client,
-        Keys(settings.key_prefix),
-        job_ttl_s=settings.job_ttl_s,
-        idempotency_ttl_s=settings.idempotency_ttl_s,
-        price_micro_usd=round(settings.price_usd * MICRO_USD),
-    )
     return JobRunner(
-        store=store,
+        store=JobStore.from_settings(settings),
         storage=MaskStorage.from_settings(settings),
         fetcher=ImageFetcher(fetch_limits(settings)),
         pipelines={name: build_pipeline(name) for name in settings.pipelines},

@@ -33,13 +33,11 @@ class Lease:
         self.job_id = job_id
         self.token = token
         self.lease_s = lease_s
-        self.state = LeaseState.HELD
         self.renewed_at = time.monotonic()  # the claim just now was a renewal
 
     def renew(self) -> LeaseState:
         self.renewed_at = time.monotonic()
-        self.state = self.store.renew_lease(self.job_id, self.token, self.lease_s)
-        return self.state
+        return self.store.renew_lease(self.job_id, self.token, self.lease_s)
 
     def checkpoint(self) -> None:
         """Renew and raise if the job was canceled or taken over (unless renewed a moment ago)."""

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 from celery import Celery
 from PIL import Image
 
 from shared.celery_app import dispatch_segment, make_celery
 from shared.jobstore import JobRecord, JobStatus, JobStore
-from shared.keys import Keys
 from shared.launcher import child_environment, stop_processes, wait_until
 from shared.regions import live_workers
 from shared.scenes import generate_scene
@@ -57,10 +55,7 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory, store: 
 
 @pytest.fixture(scope="module")
 def store(settings: Settings) -> JobStore:
-    client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
-    return JobStore(
-        client, Keys(settings.key_prefix), job_ttl_s=600, idempotency_ttl_s=600, price_micro_usd=120_000
-    )
+    return JobStore.from_settings(settings)
 
 
 @pytest.fixture(scope="module")
