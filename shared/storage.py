@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
+import threading
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import boto3
-from botocore.auth import S3SigV4QueryAuth
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 
 FIRST_RETRY_DELAY_S = 0.25
 MAX_RETRY_DELAY_S = 4.0
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 30
 
 
 def _drop_expect_header(request: Any, **_: Any) -> None:
@@ -38,8 +42,8 @@ def s3_client(settings: Settings, endpoint: str) -> Any:
         config=Config(
             signature_version="s3v4",
             s3={"addressing_style": "path"},
-            connect_timeout=5,
-            read_timeout=30,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=READ_TIMEOUT_S,
             retries={"max_attempts": 2, "mode": "standard"},
         ),
     )
@@ -70,27 +74,92 @@ class Presigner:
         return str(request.url)
 
 
+class UploadRejected(Exception):
+    """The S3 server answered a PUT with something other than 200."""
+
+
+class SignedUploader:
+    """PutObject as one SigV4-signed request (botocore's signer) on a kept-alive connection per thread.
+
+    Uploads are the worker's hottest S3 call: boto3's client machinery (endpoint rules, event hooks,
+    parameter validation, response parsing) costs ~1 ms of CPU per mask, three times this path
+    (bench/overhead.py). Everything else (bucket setup, reads, deletes) stays on the boto3 client.
+    """
+
+    def __init__(self, endpoint: str, bucket: str, access_key: str, secret_key: str, region: str) -> None:
+        parts = urlsplit(endpoint)
+        self.secure = parts.scheme == "https"
+        self.host = parts.hostname or ""
+        self.port = parts.port
+        self.base = f"{endpoint.rstrip('/')}/{quote(bucket)}/"
+        self.signer = S3SigV4Auth(Credentials(access_key, secret_key), "s3", region)
+        self.local = threading.local()
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        url = self.base + quote(key, safe="/~")
+        request = AWSRequest(method="PUT", url=url, data=data, headers={"Content-Type": content_type})
+        request.context["payload_signing_enabled"] = True  # plain-HTTP endpoints need a signed body
+        self.signer.add_auth(request)
+        path, headers = urlsplit(url).path, dict(request.headers.items())
+        kept_alive = getattr(self.local, "connection", None) is not None
+        try:
+            status, body = self._send(path, data, headers)
+        except (OSError, http.client.HTTPException):
+            if not kept_alive:
+                raise
+            # The server closed the idle connection; a PUT is idempotent, so send it again on a new one.
+            status, body = self._send(path, data, headers)
+        if status != 200:
+            raise UploadRejected(f"HTTP {status}: {body[:200]!r}")
+
+    def _send(self, path: str, data: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        connection = self._connection()
+        try:
+            connection.request("PUT", path, body=data, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            self.local.connection = None
+            raise
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection: http.client.HTTPConnection | None = getattr(self.local, "connection", None)
+        if connection is None:
+            kind = http.client.HTTPSConnection if self.secure else http.client.HTTPConnection
+            connection = kind(self.host, self.port, timeout=CONNECT_TIMEOUT_S)
+            connection.connect()
+            connection.sock.settimeout(READ_TIMEOUT_S)
+            self.local.connection = connection
+        return connection
+
+
 class MaskStorage:
     """Uploads outputs and makes presigned GET URLs for them at read time."""
 
-    def __init__(self, client: Any, bucket: str, upload_attempts: int, presigner: Presigner) -> None:
+    def __init__(
+        self, client: Any, bucket: str, upload_attempts: int, presigner: Presigner, uploader: SignedUploader
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.upload_attempts = upload_attempts
         self.presigner = presigner
+        self.uploader = uploader
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MaskStorage:
         endpoint = settings.require_s3_endpoint()
-        presigner = Presigner(
-            # Presigned URLs must name the host clients reach, which may differ from the internal one.
-            settings.s3_public_endpoint or endpoint,
+        credentials = (
             settings.s3_bucket,
             settings.s3_access_key,
             settings.s3_secret_key.get_secret_value(),
             settings.s3_region,
         )
-        return cls(s3_client(settings, endpoint), settings.s3_bucket, settings.s3_upload_attempts, presigner)
+        # Presigned URLs must name the host clients reach, which may differ from the internal one.
+        presigner = Presigner(settings.s3_public_endpoint or endpoint, *credentials)
+        uploader = SignedUploader(endpoint, *credentials)
+        client = s3_client(settings, endpoint)
+        return cls(client, settings.s3_bucket, settings.s3_upload_attempts, presigner, uploader)
 
     def ensure_bucket(self) -> None:
         try:
@@ -103,9 +172,9 @@ class MaskStorage:
         delay = FIRST_RETRY_DELAY_S
         for attempt in range(1, self.upload_attempts + 1):
             try:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+                self.uploader.put(key, data, content_type)
                 return
-            except (BotoCoreError, ClientError) as exc:
+            except (OSError, http.client.HTTPException, UploadRejected, BotoCoreError) as exc:
                 log.warning(
                     "upload of %s failed (attempt %d/%d): %s", key, attempt, self.upload_attempts, exc
                 )

@@ -37,6 +37,25 @@ def test_wrong_credentials_are_refused(service_settings: Settings) -> None:
         bad.get(object_key("seg_test", 1, "photo.mask-0.png"))
 
 
+def test_upload_with_wrong_credentials_fails_as_storage_unavailable(service_settings: Settings) -> None:
+    bad = MaskStorage.from_settings(
+        service_settings.updated(s3_secret_key="wrong-secret", s3_upload_attempts=1)
+    )
+    with pytest.raises(StorageUnavailable):
+        bad.put(object_key("seg_test", 1, "refused.mask-0.png"), b"x", "image/png")
+
+
+def test_upload_keeps_its_content_type_and_survives_a_dropped_connection(service_settings: Settings) -> None:
+    # One attempt: the reconnect must happen inside it, not through the retry budget.
+    storage = MaskStorage.from_settings(service_settings.updated(s3_upload_attempts=1))
+    first, second = object_key("seg_keepalive", 1, "a.mask-0.png"), object_key("seg_keepalive", 1, "b.png")
+    storage.put(first, b"one", "image/png")
+    storage.uploader.local.connection.sock.close()  # as if the server had closed the idle connection
+    storage.put(second, b"two", "image/png")
+    head = storage.client.head_object(Bucket=service_settings.s3_bucket, Key=second)
+    assert (storage.get(first), storage.get(second), head["ContentType"]) == (b"one", b"two", "image/png")
+
+
 def test_unreachable_storage_fails_after_retries(service_settings: Settings) -> None:
     dead = f"http://127.0.0.1:{free_ports(1)[0]}"
     storage = MaskStorage.from_settings(service_settings.updated(s3_endpoint=dead, s3_upload_attempts=2))
