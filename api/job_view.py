@@ -62,7 +62,7 @@ def job_view(job: JobRecord, storage: MaskStorage, presign_ttl_s: int, base_url:
         outputs=outputs,
         prompt_results=[PromptResult(**item) for item in job.prompt_results],
         error=JobError(**job.error) if job.error else None,
-        metrics=JobMetrics(**job.metrics),
+        metrics=JobMetrics.model_validate(job.metrics),
         billing=Billing(billed=job.billed_micro_usd > 0, amount_usd=job.billed_micro_usd / MICRO_USD),
         created_at=iso_time(job.created_at) or "",
         started_at=iso_time(job.started_at),

@@ -10,6 +10,7 @@ from celery import Celery
 from api.auth import ApiKeys
 from api.job_reader import JobReader
 from api.waiter import JobWaiter
+from api.worker_directory import WorkerDirectory
 from shared.celery_app import make_celery
 from shared.fetch import FetchLimits, fetch_limits
 from shared.jobstore import JobStore
@@ -29,6 +30,7 @@ class Services:
     api_keys: ApiKeys
     fetch_limits: FetchLimits
     redis_async: aioredis.Redis
+    workers: WorkerDirectory
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -44,6 +46,7 @@ class Services:
             api_keys=ApiKeys(settings.api_key_hashes),
             fetch_limits=fetch_limits(settings),
             redis_async=client_async,
+            workers=WorkerDirectory(client_async, keys, settings.pipelines),
         )
 
     async def close(self) -> None:

@@ -79,6 +79,116 @@ def command_exec(module: str) -> int:
     return 0  # not reached
 
 
+def command_models(args: argparse.Namespace) -> int:
+    """``smartseg models ...``: exit 1 with one line on stderr per problem, no traceback for expected ones."""
+    from worker.model_weights import known_specs
+
+    settings = Settings()
+    model_dir = Path(args.dir or settings.model_dir)
+    try:
+        if args.models_command == "list":
+            return models_list(model_dir)
+        known_specs(args.names)  # an unknown name fails before any work, listing the known ones
+        if args.models_command == "fetch":
+            return models_fetch(args.names, model_dir)
+        if args.models_command == "push":
+            return models_push(args.names, model_dir, args.uri, settings)
+        if args.models_command == "manifest":
+            return models_manifest(args.names, model_dir)
+        return models_verify(args.names, model_dir)
+    # ModelWeightsError is a RuntimeError, as is a missing setting such as SMARTSEG_S3_ENDPOINT.
+    except (RuntimeError, OSError) as exc:
+        print(f"smartseg models {args.models_command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def models_list(model_dir: Path) -> int:
+    from worker.model_weights import MANIFEST, ModelWeightsError, verify_model_folder
+    from worker.models.catalog import MODELS
+
+    broken = False
+    print(f"models in {model_dir}:")
+    for name, spec in MODELS.items():
+        folder = model_dir / name
+        if not folder.exists():
+            status = "missing"
+        else:
+            try:
+                verify_model_folder(folder)
+                status = "verified" if (folder / MANIFEST).is_file() else "present (no manifest to verify)"
+            except ModelWeightsError as exc:
+                status, broken = f"BROKEN: {exc}", True
+        print(f"  {name:24} {spec.architecture:15} {status}")
+    return 1 if broken else 0
+
+
+def models_fetch(names: list[str], model_dir: Path) -> int:
+    from worker.model_weights import fetch_from_hub
+
+    for name in names:
+        fetch_from_hub([name], model_dir)
+        print(f"{name}: fetched into {model_dir / name}")
+    return 0
+
+
+def models_push(names: list[str], model_dir: Path, uri: str, settings: Settings) -> int:
+    from shared.storage import s3_client
+    from worker.model_weights import parse_s3_uri, push_to_s3
+
+    parse_s3_uri(uri)  # a typo in the URI fails before any hashing
+    client = s3_client(settings, settings.require_s3_endpoint())
+    for name in names:
+        push_to_s3(model_dir / name, uri, client)
+        print(f"{name}: pushed to {uri.rstrip('/')}/{name}/")
+    return 0
+
+
+def models_manifest(names: list[str], model_dir: Path) -> int:
+    from worker.model_weights import write_manifest
+
+    for name in names:
+        print(f"{name}: wrote {write_manifest(model_dir / name)}")
+    return 0
+
+
+def models_verify(names: list[str], model_dir: Path) -> int:
+    from worker.model_weights import MANIFEST, ModelWeightsError, verify_model_folder
+
+    failed = False
+    for name in names:
+        try:
+            verify_model_folder(model_dir / name)
+        except ModelWeightsError as exc:
+            print(f"smartseg models verify: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        what = "matches its manifest" if (model_dir / name / MANIFEST).is_file() else "has config and weights"
+        print(f"{name}: ok ({model_dir / name} {what})")
+    return 1 if failed else 0
+
+
+def add_models_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    models = commands.add_parser("models", help="model weights: fetch from the hub, push to S3, verify")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    for name, help_text in (
+        ("fetch", "download from the Hugging Face hub into the model dir and write manifests"),
+        ("push", "upload model folders (with manifests) to an S3 prefix, for SMARTSEG_MODEL_URI"),
+        ("manifest", "(re)write manifest.json for folders you put in the model dir yourself"),
+        ("verify", "check folders against their manifests"),
+        ("list", "known models and their state in the model dir"),
+    ):
+        sub = models_commands.add_parser(name, help=help_text)
+        if name != "list":
+            sub.add_argument(
+                "names", nargs="+", metavar="NAME", help="model name (see `smartseg models list`)"
+            )
+        if name == "push":
+            sub.add_argument(
+                "--uri", required=True, help="s3://bucket/prefix (SMARTSEG_S3_* name the server)"
+            )
+        sub.add_argument("--dir", help="model dir (default: SMARTSEG_MODEL_DIR, else ./models)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smartseg", description="Self-hostable smart segmentation service.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     hash_parser = keys_commands.add_parser("hash", help="print the SHA-256 to put in SMARTSEG_API_KEY_HASHES")
     hash_parser.add_argument("key")
+    add_models_parser(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.command == "up":
@@ -109,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         return command_demo(args)
     if args.command in ("api", "worker"):
         return command_exec(args.command)
+    if args.command == "models":
+        return command_models(args)
     print(hash_api_key(args.key))
     return 0
 

@@ -62,6 +62,10 @@ class Keys:
         """SCAN pattern matching every heartbeat of a region."""
         return f"{self.prefix}:heartbeat:{region}:*"
 
+    def every_heartbeat_pattern(self) -> str:
+        """SCAN pattern matching the heartbeats of every region."""
+        return f"{self.prefix}:heartbeat:*"
+
     def finished_channel(self, job_id: str) -> str:
         """Pub/sub channel announcing that a job reached a terminal state."""
         return f"{self.prefix}:finished:{job_id}"

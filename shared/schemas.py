@@ -18,8 +18,12 @@ class SegmentationOptions(BaseModel):
     box_threshold: float = Field(default=0.3, ge=0.0, le=1.0, description="Minimum detection score.")
     text_threshold: float = Field(default=0.25, ge=0.0, le=1.0, description="Minimum phrase-match score.")
     max_masks: int = Field(default=3, ge=1, le=20, description="At most this many masks per prompt.")
-    output_format: Literal["png"] = Field(
-        default="png", description="Mask encoding (PNG, 0/255, image size)."
+    output_format: Literal["png", "rle", "polygon", "cutout"] = Field(
+        default="png",
+        description=(
+            "png: 8-bit 0/255 mask of the image's size; rle: COCO compressed RLE (JSON); polygon: outer and "
+            "hole contours in pixels (JSON); cutout: RGBA PNG of the image with the mask as alpha."
+        ),
     )
     pipeline: str | None = Field(
         default=None, description="Pipeline name; the deployment default if omitted."
@@ -104,6 +108,10 @@ class JobMetrics(BaseModel):
     inference_s: float | None = None
     upload_s: float | None = None
     total_s: float | None = None
+    detector_runs: int | None = Field(default=None, description="Detector forward passes for this job.")
+    image_encoder_runs: int | None = Field(
+        default=None, description="Image-encoder passes; 0 when the image's embedding was cached."
+    )
 
 
 class Billing(BaseModel):

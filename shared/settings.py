@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -47,6 +47,18 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=3600, ge=60)
     max_wait_s: int = Field(default=60, ge=0, le=300)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+    # Models (pipelines other than `lite`): weights only from local disk or an S3 prefix, never a hub.
+    model_dir: str = "models"
+    model_uri: str | None = None  # s3://bucket/prefix, copied into model_dir at worker start
+    detector_model: str = "grounding-dino-tiny"
+    sam_model: str = "sam-vit-base"
+    sam2_model: str = "sam2.1-hiera-tiny"
+    sam3_model: str = "sam3"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # half precision on CUDA only
+    torch_threads: int = Field(default=0, ge=0, le=256)  # 0: torch's own default
+    embedding_cache_size: int = Field(default=8, ge=0, le=1024)  # image embeddings kept per worker
 
     # Image fetching and decoding.
     fetch_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)

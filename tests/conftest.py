@@ -42,6 +42,22 @@ def s3_settings(
     server.stop()
 
 
+TINY_MODELS = ("grounding-dino-tiny", "sam-vit-base", "sam2.1-hiera-tiny", "sam3")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random-weight models of every architecture, saved as published checkpoints are, with manifests."""
+    from worker.model_weights import write_manifest
+    from worker.models.random_weights import save_random_model
+
+    model_dir = Path(tmp_path_factory.mktemp("models"))
+    for name in TINY_MODELS:
+        save_random_model(name, model_dir / name, size="tiny")
+        write_manifest(model_dir / name)
+    return model_dir
+
+
 @pytest.fixture(scope="session")
 def service_settings(env_settings: Settings, redis_url: str, s3_settings: dict[str, object]) -> Settings:
     """Settings pointing at the real services, with a key prefix of this session's own."""

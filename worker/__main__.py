@@ -9,7 +9,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from shared.keys import Keys, region_queues
 from shared.settings import Settings
-from worker.celery_worker import build_runner, build_worker_app
+from worker.celery_worker import WorkerStartError, build_runner, build_worker_app
 from worker.heartbeat import Heartbeat
 
 
@@ -23,7 +23,11 @@ def main() -> None:
         raise SystemExit(
             f"SMARTSEG_REGION={settings.region!r} is not one of SMARTSEG_REGIONS={settings.regions}"
         )
-    runner = build_runner(settings)
+    try:
+        runner = build_runner(settings)
+    except WorkerStartError as exc:
+        logging.getLogger("worker").error("cannot start: %s", exc)
+        raise SystemExit(f"smartseg worker cannot start: {exc}") from None
     runner.storage.ensure_bucket()
     app = build_worker_app(settings, runner)
     heartbeat = Heartbeat(

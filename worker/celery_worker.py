@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
 
 from celery import Celery
 
@@ -12,8 +14,36 @@ from shared.fetch import ImageFetcher, fetch_limits
 from shared.jobstore import JobStore
 from shared.settings import Settings
 from shared.storage import MaskStorage
-from worker.pipeline import build_pipeline
+from worker.model_weights import prepare_models
+from worker.pipeline import build_pipeline, required_models
+from worker.pipeline.base import Pipeline
 from worker.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+
+class WorkerStartError(RuntimeError):
+    """The worker cannot serve what its settings name; it stops before consuming any job."""
+
+
+def build_pipelines(settings: Settings) -> dict[str, Pipeline]:
+    """Every pipeline the settings name, with its models fetched, verified, loaded and warmed up."""
+    needed = sorted({model for name in settings.pipelines for model in required_models(name, settings)})
+    try:
+        folders = prepare_models(settings, needed) if needed else {}
+    except Exception as exc:
+        raise WorkerStartError(f"models {', '.join(needed)}: {exc}") from exc
+    pipelines = {}
+    for name in settings.pipelines:
+        try:
+            pipeline = build_pipeline(name, settings, folders)
+            started = time.perf_counter()
+            pipeline.warm_up()
+        except Exception as exc:
+            raise WorkerStartError(f"pipeline {name}: {exc}") from exc
+        log.info("pipeline %s (%s) ready, warm-up %.2fs", name, pipeline.model, time.perf_counter() - started)
+        pipelines[name] = pipeline
+    return pipelines
 
 
 def worker_id(settings: Settings) -> str:
@@ -26,7 +56,7 @@ def build_runner(settings: Settings) -> JobRunner:
         store=JobStore.from_settings(settings),
         storage=MaskStorage.from_settings(settings),
         fetcher=ImageFetcher(fetch_limits(settings)),
-        pipelines={name: build_pipeline(name) for name in settings.pipelines},
+        pipelines=build_pipelines(settings),
         worker_id=worker_id(settings),
         lease_s=settings.lease_s,
         max_image_pixels=settings.max_image_pixels,

@@ -7,13 +7,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from shared.errors import JobFailure, PipelineFailed, SmartsegError
 from shared.fetch import ImageFetcher
 from shared.jobstore import JobRecord, JobStore
 from shared.storage import MaskStorage, object_key
 from worker.image import decode_image
 from worker.lease import JobCanceled, Lease, LeaseLost, LeaseRenewer
-from worker.mask_encoding import PNG_CONTENT_TYPE, encode_png_mask
+from worker.mask_encoding import encode_mask
 from worker.pipeline.base import Pipeline, PipelineOptions, PromptResult
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class JobRunner:
         lease.checkpoint()
 
         started = time.perf_counter()
+        counters_before = pipeline.counters()
         try:
             results = pipeline.run(
                 image,
@@ -104,10 +107,12 @@ class JobRunner:
         except Exception as exc:
             raise PipelineFailed(f"pipeline {pipeline.name} failed: {type(exc).__name__}") from exc
         metrics["inference_s"] = _since(started)
+        for name, count in pipeline.counters().items():
+            metrics[name] = count - counters_before[name]
         lease.checkpoint()
 
         started = time.perf_counter()
-        outputs = self._upload(job, results, image.shape[1], image.shape[0], uploaded)
+        outputs = self._upload(job, results, image, options.get("output_format", "png"), uploaded)
         metrics["upload_s"] = _since(started)
         prompt_results = [
             {
@@ -120,20 +125,27 @@ class JobRunner:
         return outputs, prompt_results
 
     def _upload(
-        self, job: JobRecord, results: list[PromptResult], width: int, height: int, uploaded: list[str]
+        self,
+        job: JobRecord,
+        results: list[PromptResult],
+        image: np.ndarray,
+        output_format: str,
+        uploaded: list[str],
     ) -> list[dict[str, Any]]:
+        height, width = image.shape[:2]
         outputs: list[dict[str, Any]] = []
         for result in results:
             for segment in result.segments:
-                filename = f"{job.filename_stem}.mask-{len(outputs)}.png"
+                encoded = encode_mask(segment.mask, output_format, image)
+                filename = f"{job.filename_stem}.mask-{len(outputs)}{encoded.suffix}"
                 key = object_key(job.id, job.attempt, filename)
-                self.storage.put(key, encode_png_mask(segment.mask), PNG_CONTENT_TYPE)
+                self.storage.put(key, encoded.data, encoded.content_type)
                 uploaded.append(key)
                 outputs.append(
                     {
                         "key": key,
                         "filename": filename,
-                        "content_type": PNG_CONTENT_TYPE,
+                        "content_type": encoded.content_type,
                         "width": width,
                         "height": height,
                         "prompt": segment.prompt,

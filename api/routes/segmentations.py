@@ -15,7 +15,7 @@ from api.deps import Owner, ServicesDep
 from api.job_view import job_view
 from api.services import Services
 from shared.celery_app import dispatch_segment
-from shared.errors import InvalidRequest, ServiceUnavailable, UnknownPipeline, UnknownRegion
+from shared.errors import InvalidRequest, ServiceUnavailable, UnknownRegion
 from shared.fetch import check_image_url, image_filename_stem
 from shared.jobstore import DEFAULT_PAGE_SIZE, ClaimResult, JobRecord, JobStatus
 from shared.schemas import Job, JobList, SegmentationRequest
@@ -66,13 +66,10 @@ async def render(
     return json_response(job_view(job, services.storage, ttl_s, root), status_code, headers)
 
 
-def _normalised(body: SegmentationRequest, services: Services) -> dict[str, object]:
+def _normalised(body: SegmentationRequest, services: Services, pipeline: str) -> dict[str, object]:
     settings = services.settings
     if body.region is not None and body.region not in settings.regions:
         raise UnknownRegion(f"unknown region {body.region!r}", {"regions": settings.regions})
-    pipeline = body.options.pipeline or settings.default_pipeline
-    if pipeline not in settings.pipelines:
-        raise UnknownPipeline(f"no worker serves pipeline {pipeline!r}", {"pipelines": settings.pipelines})
     check_image_url(body.image_url, services.fetch_limits)
     options = body.options.model_dump()
     options["pipeline"] = pipeline
@@ -94,14 +91,16 @@ async def create_segmentation(
     prefer: PreferHeader = None,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
-    normalised = _normalised(body, services)
+    pipeline = body.options.pipeline or services.settings.default_pipeline
+    normalised = _normalised(body, services, pipeline)
+    region = body.region or services.settings.default_region
+    await services.workers.check(pipeline, region)
     idem_hash = request_hash = None
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
             raise InvalidRequest(f"Idempotency-Key must have 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
         idem_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
         request_hash = hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).hexdigest()
-    region = body.region or services.settings.default_region
 
     def submit() -> tuple[JobRecord, bool]:
         job, created = services.store.create(

@@ -119,11 +119,13 @@ def test_demo_scene(lite: Pipeline) -> None:
 
 
 def test_registry() -> None:
-    assert PIPELINE_NAMES == ("lite",)
+    assert PIPELINE_NAMES == ("lite", "grounded-sam", "grounded-sam2", "sam3")
     pipeline = build_pipeline("lite")
     assert (pipeline.name, pipeline.model) == ("lite", "lite")
     with pytest.raises(KeyError, match=r"unknown pipeline 'nope'.*lite"):
         build_pipeline("nope")
+    with pytest.raises(ValueError, match="needs settings and model folders"):
+        build_pipeline("grounded-sam")
 
 
 def test_outputs_are_image_sized_bool_masks_in_prompt_order(lite: Pipeline) -> None:

@@ -42,8 +42,13 @@ class FakePipeline:
 
     def __init__(self, during: Callable[[], None] = lambda: None) -> None:
         self.during = during
+        self.runs = 0
+
+    def counters(self) -> dict[str, int]:
+        return {"detector_runs": self.runs, "image_encoder_runs": self.runs}
 
     def run(self, image: np.ndarray, prompts: Sequence[str], options: PipelineOptions) -> list[PromptResult]:
+        self.runs += 1
         self.during()
         mask = np.zeros(image.shape[:2], dtype=bool)
         mask[5:15, 10:20] = True

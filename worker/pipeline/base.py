@@ -6,7 +6,9 @@ A detector only understands noun phrases ("shoe"), so the pipeline strips qualif
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +59,18 @@ class PromptResult:
     segments: list[Segment]  # empty == "no_match": a pipeline never invents a mask
 
 
+class StageTimes(dict[str, float]):
+    """Seconds spent per model stage (preprocess, detect, encode, decode), summed over one pipeline run."""
+
+    @contextmanager
+    def measure(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[stage] = self.get(stage, 0.0) + time.perf_counter() - started
+
+
 class Detector(Protocol):
     """Finds candidates for text phrases; drops those under the option thresholds."""
 
@@ -75,6 +89,12 @@ class Segmenter(Protocol):
         ...
 
 
+def as_box(values: Sequence[float]) -> tuple[float, float, float, float]:
+    """x0, y0, x1, y1 as plain floats, from any 4-sequence (a tensor row, a numpy row)."""
+    x0, y0, x1, y1 = (float(value) for value in values)
+    return x0, y0, x1, y1
+
+
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     """The x0, y0, x1, y1 extent (x1/y1 exclusive) of a non-empty bool mask."""
     rows = np.flatnonzero(mask.any(axis=1))
@@ -90,12 +110,17 @@ class Pipeline:
         self.model = model
         self.detector = detector
         self.segmenter = segmenter
+        self.last_stage_times = StageTimes()  # of the latest run; components that time stages fill it
 
     def run(self, image: np.ndarray, prompts: Sequence[str], options: PipelineOptions) -> list[PromptResult]:
         """Segment ``image`` (HxWx3 uint8 RGB) for every prompt; one result per prompt, in order."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
         height, width = image.shape[:2]
+        self.last_stage_times = StageTimes()
+        for component in (self.detector, self.segmenter):
+            if hasattr(component, "times"):
+                component.times = self.last_stage_times
         parsed = [parse_prompt(prompt) for prompt in prompts]
         phrases = list(dict.fromkeys(p.phrase for p in parsed))
         found = dict(zip(phrases, self.detector.detect(image, phrases, options), strict=True))
@@ -108,6 +133,17 @@ class Pipeline:
             start += len(group)
             results.append(PromptResult(prompt, [self._segment(prompt, c) for c in done if _has_mask(c)]))
         return results
+
+    def warm_up(self) -> None:
+        """One small run at worker start, so the first job does not pay for lazy initialisation."""
+        image = np.full((96, 128, 3), 245, dtype=np.uint8)
+        image[24:72, 32:80] = (220, 30, 30)
+        self.run(image, ["red square"], PipelineOptions())
+
+    def counters(self) -> dict[str, int]:
+        """Model passes so far, for job metrics and tests; a backend that counts nothing reports 0."""
+        encoders = getattr(self.detector, "encoder_calls", 0) + getattr(self.segmenter, "encoder_calls", 0)
+        return {"detector_runs": getattr(self.detector, "calls", 0), "image_encoder_runs": encoders}
 
     def _segment(self, prompt: str, candidate: Candidate) -> Segment:
         mask = np.asarray(candidate.mask, dtype=bool)

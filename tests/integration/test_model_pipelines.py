@@ -1,0 +1,177 @@
+"""The model pipelines with tiny random-weight checkpoints loaded through the real loading code.
+
+Random weights make the boxes meaningless, so these tests check what does not depend on weight values:
+shapes and types, thresholds, how often each model runs, the cache, box-to-prompt mapping, selection.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from shared.settings import Settings
+from worker.models.checkpoint import ModelLoadError
+from worker.models.grounding_dino import caption_of
+from worker.pipeline import build_pipeline
+from worker.pipeline.base import Candidate, Pipeline, PipelineOptions
+
+pytestmark = pytest.mark.integration
+MODEL_PIPELINES = ("grounded-sam", "grounded-sam2", "sam3")
+EVERYTHING = PipelineOptions(box_threshold=0.0, text_threshold=0.0, max_masks=3)
+
+
+def random_image(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def folders(model_dir: Path) -> dict[str, Path]:
+    return {path.name: path for path in model_dir.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def model_settings(tiny_model_dir: Path) -> Settings:
+    return Settings().updated(model_dir=str(tiny_model_dir), device="cpu", torch_threads=1)
+
+
+def fresh(name: str, settings: Settings, model_dir: Path) -> Pipeline:
+    return build_pipeline(name, settings, folders(model_dir))
+
+
+@pytest.fixture(scope="module", params=MODEL_PIPELINES)
+def pipeline(request: pytest.FixtureRequest, model_settings: Settings, tiny_model_dir: Path) -> Pipeline:
+    return fresh(request.param, model_settings, tiny_model_dir)
+
+
+def test_pipelines_return_well_formed_masks(pipeline: Pipeline) -> None:
+    image = random_image(1, 70, 110)
+    results = pipeline.run(image, ["red shoe", "left mug handle"], EVERYTHING)
+    assert [result.prompt for result in results] == ["red shoe", "left mug handle"]
+    assert 1 <= len(results[0].segments) <= 3
+    assert len(results[1].segments) == 1  # a position qualifier keeps one
+    for result in results:
+        for segment in result.segments:
+            assert segment.mask.shape == (70, 110) and segment.mask.dtype == bool and segment.mask.any()
+            x0, y0, x1, y1 = segment.box
+            assert 0 <= x0 < x1 <= 110 and 0 <= y0 < y1 <= 70
+            assert 0.0 <= segment.score <= 1.0
+            assert segment.model == pipeline.model and segment.model != "lite"
+
+
+def test_thresholds_and_max_masks(pipeline: Pipeline) -> None:
+    image = random_image(2)
+    nothing = pipeline.run(image, ["shoe"], PipelineOptions(box_threshold=1.0, text_threshold=1.0))
+    assert nothing[0].segments == []  # nothing above threshold: no_match, never an invented mask
+    one = pipeline.run(image, ["shoe"], PipelineOptions(box_threshold=0.0, text_threshold=0.0, max_masks=1))
+    assert len(one[0].segments) == 1
+
+
+@pytest.mark.parametrize("name", MODEL_PIPELINES)
+def test_prompts_share_one_detector_and_one_image_encoder_run(
+    name: str, model_settings: Settings, tiny_model_dir: Path
+) -> None:
+    pipeline = fresh(name, model_settings, tiny_model_dir)
+    before = pipeline.counters()
+    pipeline.run(random_image(3), ["shoe", "mug handle", "left cat", "largest dog"], EVERYTHING)
+    after = pipeline.counters()
+    assert after["image_encoder_runs"] - before["image_encoder_runs"] == 1
+    if name != "sam3":  # SAM 3 has no separate detector
+        assert after["detector_runs"] - before["detector_runs"] == 1
+    # The same pixels again (another job): the encoder is skipped; new pixels run it once more.
+    pipeline.run(random_image(3), ["shoe"], EVERYTHING)
+    assert pipeline.counters()["image_encoder_runs"] == after["image_encoder_runs"]
+    pipeline.run(random_image(4), ["shoe"], EVERYTHING)
+    assert pipeline.counters()["image_encoder_runs"] == after["image_encoder_runs"] + 1
+
+
+class ScriptedDinoModel:
+    """Stands in for GroundingDINO's forward pass: query q scores high on the tokens of phrase script[q]."""
+
+    def __init__(
+        self, real: Any, script: list[int], boxes: list[list[float]], spans: list[list[int]]
+    ) -> None:
+        self.config = real.config
+        self.script, self.boxes, self.spans = script, boxes, spans
+
+    def __call__(self, **inputs: torch.Tensor) -> SimpleNamespace:
+        queries, tokens = 6, self.config.max_text_len
+        logits = torch.full((1, queries, tokens), -10.0)
+        for query, phrase in enumerate(self.script):
+            logits[0, query, self.spans[phrase]] = 5.0
+        boxes = torch.full((1, queries, 4), 0.05)
+        boxes[0, : len(self.boxes)] = torch.tensor(self.boxes)
+        return SimpleNamespace(logits=logits, pred_boxes=boxes)
+
+
+def test_grounding_dino_maps_each_box_back_to_its_prompt(
+    model_settings: Settings, tiny_model_dir: Path
+) -> None:
+    pipeline = fresh("grounded-sam", model_settings, tiny_model_dir)
+    detector: Any = pipeline.detector
+    phrases = ["red shoe", "mug handle", "cat"]
+    encoded = detector.processor.tokenizer(caption_of(phrases), return_offsets_mapping=True)
+    from worker.models.grounding_dino import phrase_token_spans
+
+    spans = phrase_token_spans([tuple(pair) for pair in encoded["offset_mapping"]], phrases)
+    assert all(spans), spans
+    # cx, cy, w, h: query 0 -> "cat" on the right, 1 -> "red shoe" on the left, 2 -> "mug handle" top.
+    boxes = [[0.8, 0.5, 0.2, 0.2], [0.2, 0.5, 0.2, 0.2], [0.5, 0.15, 0.2, 0.2]]
+    detector.model = ScriptedDinoModel(detector.model, [2, 0, 1], boxes, spans)
+    found = detector.detect(random_image(5, 100, 200), phrases, PipelineOptions(0.3, 0.25, 3))
+    assert [[tuple(round(v) for v in c.box) for c in group] for group in found] == [
+        [(20, 40, 60, 60)],
+        [(80, 5, 120, 25)],
+        [(140, 40, 180, 60)],
+    ]
+
+
+class KnownBoxes:
+    def __init__(self, boxes: list[tuple[float, float, float, float]]) -> None:
+        self.boxes = boxes
+
+    def detect(
+        self, image: np.ndarray, phrases: Sequence[str], options: PipelineOptions
+    ) -> list[list[Candidate]]:
+        return [
+            [Candidate(phrase, 0.9 - 0.1 * i, box) for i, box in enumerate(self.boxes)] for phrase in phrases
+        ]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [("left shoe", 1), ("right shoe", 2), ("second from left shoe", 0), ("largest shoe", 2), ("shoe", 0)],
+)
+def test_selector_keeps_the_candidate_a_qualifier_names(
+    prompt: str, expected: int, model_settings: Settings, tiny_model_dir: Path
+) -> None:
+    pipeline = fresh("grounded-sam", model_settings, tiny_model_dir)
+    boxes = [(50.0, 10.0, 70.0, 30.0), (5.0, 40.0, 25.0, 60.0), (80.0, 20.0, 120.0, 80.0)]
+    pipeline.detector = KnownBoxes(boxes)
+    [result] = pipeline.run(random_image(6), [prompt], PipelineOptions(max_masks=1))
+    [segment] = result.segments
+    assert segment.score == pytest.approx(0.9 - 0.1 * expected)
+
+
+def test_a_corrupt_weights_file_is_named(
+    model_settings: Settings, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "models"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "sam-vit-base" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match=re.escape(str(weights))):
+        fresh("grounded-sam", model_settings.updated(model_dir=str(broken)), broken)
+    # Without a manifest to check against, the loader still names the file it could not read.
+    (broken / "sam-vit-base" / "manifest.json").unlink()
+    weights.write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError, match=re.escape(str(weights))):
+        fresh("grounded-sam", model_settings.updated(model_dir=str(broken)), broken)

@@ -1,0 +1,148 @@
+"""Text-prompted boxes from GroundingDINO: every phrase of a job in one forward pass.
+
+The phrases go in as one caption, "red shoe. mug handle.", and each query's token scores are read back per
+phrase: a box belongs to the phrase whose tokens score highest for it. That is the published model's
+own label rule (tokens over ``text_threshold``), kept per phrase so N prompts cost one detector call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from worker.pipeline.base import Candidate, PipelineOptions, StageTimes, as_box
+
+NMS_IOU = 0.5  # queries often repeat an object; overlapping boxes of one phrase keep the best
+
+
+def caption_of(phrases: Sequence[str]) -> str:
+    return " ".join(f"{phrase.lower().strip()}." for phrase in phrases)
+
+
+def phrase_token_spans(offsets: list[tuple[int, int]], phrases: Sequence[str]) -> list[list[int]]:
+    """Token indices of each phrase in ``caption_of(phrases)``, from the tokenizer's character offsets."""
+    spans: list[list[int]] = [[] for _ in phrases]
+    start = 0
+    bounds = []
+    for phrase in phrases:
+        end = start + len(phrase.lower().strip())
+        bounds.append((start, end))
+        start = end + 2  # ". "
+    for token, (char_start, char_end) in enumerate(offsets):
+        if char_end <= char_start:
+            continue  # special tokens
+        for index, (low, high) in enumerate(bounds):
+            if char_start >= low and char_end <= high:
+                spans[index].append(token)
+                break
+    return spans
+
+
+def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], others[:, 0])
+    y0 = np.maximum(box[1], others[:, 1])
+    x1 = np.minimum(box[2], others[:, 2])
+    y1 = np.minimum(box[3], others[:, 3])
+    overlap = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return overlap / np.maximum(area + areas - overlap, 1e-9)
+
+
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    order = list(np.argsort(-scores, kind="stable"))
+    kept: list[int] = []
+    while order:
+        best = order.pop(0)
+        kept.append(int(best))
+        if order:
+            overlaps = box_iou(boxes[best], boxes[order])
+            order = [index for index, value in zip(order, overlaps, strict=True) if value <= iou]
+    return kept
+
+
+class GroundingDinoDetector:
+    """Implements the pipeline's Detector protocol."""
+
+    def __init__(self, model: Any, processor: Any, device: torch.device) -> None:
+        self.model = model
+        self.processor = processor
+        self.device = device
+        self.max_tokens = int(model.config.max_text_len)
+        self.calls = 0  # forward passes, for tests and metrics
+        self.times = StageTimes()
+
+    def detect(
+        self, image: np.ndarray, phrases: Sequence[str], options: PipelineOptions
+    ) -> list[list[Candidate]]:
+        height, width = image.shape[:2]
+        with self.times.measure("preprocess"):
+            pixels = self.processor.image_processor(images=Image.fromarray(image), return_tensors="pt")
+        found: list[list[Candidate]] = []
+        for group in self._groups_that_fit(phrases):
+            found.extend(self._detect_group(pixels, group, options, width, height))
+        return found
+
+    def _groups_that_fit(self, phrases: Sequence[str]) -> list[list[str]]:
+        """Usually one group; a caption longer than the text encoder's window is split."""
+        groups: list[list[str]] = [[]]
+        for phrase in phrases:
+            candidate = [*groups[-1], phrase]
+            if (
+                groups[-1]
+                and len(self.processor.tokenizer(caption_of(candidate))["input_ids"]) > self.max_tokens
+            ):
+                groups.append([phrase])
+            else:
+                groups[-1] = candidate
+        return groups
+
+    @torch.inference_mode()
+    def _detect_group(
+        self, pixels: Any, phrases: list[str], options: PipelineOptions, width: int, height: int
+    ) -> list[list[Candidate]]:
+        with self.times.measure("preprocess"):
+            text = self.processor.tokenizer(
+                caption_of(phrases),
+                return_tensors="pt",
+                return_offsets_mapping=True,
+                truncation=True,
+                max_length=self.max_tokens,
+            )
+            offsets = [tuple(pair) for pair in text.pop("offset_mapping")[0].tolist()]
+        with self.times.measure("detect"):
+            inputs = {**pixels, **text}
+            outputs = self.model(**{key: value.to(self.device) for key, value in inputs.items()})
+            self.calls += 1
+        token_scores = outputs.logits[0].sigmoid().float().cpu().numpy()  # (queries, max_text_len)
+        boxes = outputs.pred_boxes[0].float().cpu().numpy()  # (queries, 4) cx, cy, w, h in 0..1
+        corners = np.stack(
+            [
+                (boxes[:, 0] - boxes[:, 2] / 2) * width,
+                (boxes[:, 1] - boxes[:, 3] / 2) * height,
+                (boxes[:, 0] + boxes[:, 2] / 2) * width,
+                (boxes[:, 1] + boxes[:, 3] / 2) * height,
+            ],
+            axis=1,
+        ).clip(0, [width, height, width, height])
+        spans = phrase_token_spans(offsets, phrases)
+        phrase_scores = np.stack(
+            [token_scores[:, span].max(axis=1) if span else np.zeros(len(boxes)) for span in spans], axis=1
+        )
+        best_phrase = phrase_scores.argmax(axis=1)
+        query_scores = token_scores[:, : len(offsets)].max(axis=1)
+        results = []
+        for index, phrase in enumerate(phrases):
+            scores = phrase_scores[:, index]
+            keep = np.flatnonzero(
+                (best_phrase == index)
+                & (query_scores > options.box_threshold)
+                & (scores > options.text_threshold)
+            )
+            kept = keep[non_max_suppression(corners[keep], scores[keep], NMS_IOU)] if len(keep) else keep
+            results.append([Candidate(phrase, float(scores[q]), as_box(corners[q])) for q in kept])
+        return results

@@ -1,0 +1,75 @@
+"""Assembling the model pipelines: GroundingDINO + SAM / SAM 2 boxes-to-masks, and SAM 3 text-to-masks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoTokenizer,
+    GroundingDinoForObjectDetection,
+    GroundingDinoProcessor,
+    Sam2Model,
+    Sam3Model,
+    SamModel,
+    SamProcessor,
+)
+
+from shared.settings import Settings
+from worker.models.checkpoint import ModelLoadError, load_model, load_processor
+from worker.models.embedding_cache import EmbeddingCache
+from worker.models.grounding_dino import GroundingDinoDetector
+from worker.models.runtime import Runtime
+from worker.models.sam import BoxSegmenter, ImageFit, ResizeAndPad, Squash
+from worker.models.sam3 import MasksFromDetector, Sam3Detector
+from worker.models.square_image import SquareImageProcessor
+from worker.pipeline.base import Pipeline
+
+# The image processors' published defaults, for folders whose processor config leaves them out.
+SAM2_INPUT, IMAGENET_MEAN, IMAGENET_STD = 1024, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SAM3_INPUT, HALF_MEAN, HALF_STD = 1008, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+def _square_processor(
+    folder: Path, size: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> SquareImageProcessor:
+    try:
+        return SquareImageProcessor.from_folder(folder, size, mean, std)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read the processor config in {folder}: {exc}") from exc
+
+
+def build_model_pipeline(name: str, settings: Settings, folders: Mapping[str, Path]) -> Pipeline:
+    runtime = Runtime.from_settings(settings)
+    cache = EmbeddingCache(settings.embedding_cache_size)
+    if name == "sam3":
+        folder = folders[settings.sam3_model]
+        sam3 = Sam3Detector(
+            load_model(folder, Sam3Model, runtime.device, runtime.dtype),
+            load_processor(folder, AutoTokenizer),
+            _square_processor(folder, SAM3_INPUT, HALF_MEAN, HALF_STD),
+            runtime.device,
+            runtime.dtype,
+            cache,
+        )
+        return Pipeline(name, settings.sam3_model, sam3, MasksFromDetector())
+
+    # The detector stays in float32: its deformable attention loses too much in half precision.
+    dino_folder = folders[settings.detector_model]
+    detector = GroundingDinoDetector(
+        load_model(dino_folder, GroundingDinoForObjectDetection, runtime.device, torch.float32),
+        load_processor(dino_folder, GroundingDinoProcessor),
+        runtime.device,
+    )
+    fit: ImageFit
+    if name == "grounded-sam":
+        sam_name = settings.sam_model
+        sam = load_model(folders[sam_name], SamModel, runtime.device, runtime.dtype)
+        fit = ResizeAndPad(load_processor(folders[sam_name], SamProcessor))
+    else:
+        sam_name = settings.sam2_model
+        sam = load_model(folders[sam_name], Sam2Model, runtime.device, runtime.dtype)
+        fit = Squash(_square_processor(folders[sam_name], SAM2_INPUT, IMAGENET_MEAN, IMAGENET_STD))
+    segmenter = BoxSegmenter(sam, fit, runtime.device, runtime.dtype, cache)
+    return Pipeline(name, f"{settings.detector_model}+{sam_name}", detector, segmenter)
