@@ -27,7 +27,7 @@ def main() -> None:
         runner = build_runner(settings)
     except WorkerStartError as exc:
         logging.getLogger("worker").error("cannot start: %s", exc)
-        raise SystemExit(f"smartseg worker cannot start: {exc}") from None
+        raise SystemExit(1) from None
     runner.storage.ensure_bucket()
     app = build_worker_app(settings, runner)
     heartbeat = Heartbeat(

@@ -184,6 +184,12 @@ def test_list_pages_with_cursor(running_stack: RunningStack, scene_url: str) -> 
             422,
             "unknown_pipeline",
         ),
+        (  # a known pipeline that no live worker loaded: refused at once rather than queued forever
+            None,
+            {"image_url": "https://example.com/a.png", "prompt": "x", "options": {"pipeline": "sam3"}},
+            422,
+            "unknown_pipeline",
+        ),
         (None, {"image_url": "https://example.com/a.png", "prompt": "x" * 301}, 422, "invalid_request"),
     ],
 )

@@ -84,9 +84,15 @@ def test_prompts_share_one_detector_and_one_image_encoder_run(
     assert after["image_encoder_runs"] - before["image_encoder_runs"] == 1
     if name != "sam3":  # SAM 3 has no separate detector
         assert after["detector_runs"] - before["detector_runs"] == 1
-    # The same pixels again (another job): the encoder is skipped; new pixels run it once more.
-    pipeline.run(random_image(3), ["shoe"], EVERYTHING)
+    # The same job again: nothing runs (embedding and detections are cached).
+    pipeline.run(random_image(3), ["shoe", "mug handle", "left cat", "largest dog"], EVERYTHING)
+    assert pipeline.counters() == after
+    # Another prompt on the same pixels: the detector runs, the image encoder does not.
+    pipeline.run(random_image(3), ["red cup"], EVERYTHING)
     assert pipeline.counters()["image_encoder_runs"] == after["image_encoder_runs"]
+    if name != "sam3":
+        assert pipeline.counters()["detector_runs"] == after["detector_runs"] + 1
+    # New pixels: the encoder runs once more.
     pipeline.run(random_image(4), ["shoe"], EVERYTHING)
     assert pipeline.counters()["image_encoder_runs"] == after["image_encoder_runs"] + 1
 
@@ -175,3 +181,17 @@ def test_a_corrupt_weights_file_is_named(
     weights.write_bytes(b"not a safetensors file")
     with pytest.raises(ModelLoadError, match=re.escape(str(weights))):
         fresh("grounded-sam", model_settings.updated(model_dir=str(broken)), broken)
+
+
+def test_sam3_decodes_phrases_in_batches_as_it_would_one_by_one(
+    model_settings: Settings, tiny_model_dir: Path
+) -> None:
+    pipeline = fresh("sam3", model_settings, tiny_model_dir)
+    phrases = ["shoe", "mug handle", "cat", "dog", "red cup"]  # more than one batch
+    image = random_image(7)
+    together = pipeline.run(image, phrases, EVERYTHING)
+    for phrase, result in zip(phrases, together, strict=True):
+        [alone] = pipeline.run(image, [phrase], EVERYTHING)
+        assert [round(s.score, 4) for s in alone.segments] == [round(s.score, 4) for s in result.segments]
+        for one, other in zip(alone.segments, result.segments, strict=True):
+            assert (one.mask == other.mask).mean() > 0.999

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,32 +13,19 @@ from celery import Celery
 from PIL import Image
 
 from shared.celery_app import dispatch_segment, make_celery
-from shared.jobstore import JobRecord, JobStatus, JobStore
-from shared.launcher import child_environment, stop_processes, wait_until
+from shared.jobstore import JobStatus, JobStore
+from shared.launcher import stop_processes, wait_until
 from shared.regions import live_workers
-from shared.scenes import generate_scene
 from shared.settings import Settings
 from shared.storage import MaskStorage
+from tests.integration.worker_jobs import REGION, data_url_of_scene, new_job, start_worker, wait_terminal
 
 pytestmark = pytest.mark.integration
-REGION = "us-east"
-JOB_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="module")
 def settings(service_settings: Settings) -> Settings:
     return service_settings.updated(key_prefix=f"int-{secrets.token_hex(4)}", regions=[REGION])
-
-
-def start_worker(settings: Settings, region: str, log_path: Path) -> subprocess.Popen[bytes]:
-    with open(log_path, "wb") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker"],
-            env=child_environment(settings, SMARTSEG_REGION=region),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 @pytest.fixture(scope="module")
@@ -66,46 +50,6 @@ def celery_app(settings: Settings) -> Celery:
 @pytest.fixture(scope="module")
 def storage(settings: Settings) -> MaskStorage:
     return MaskStorage.from_settings(settings)
-
-
-def data_url_of_scene(seed: int) -> tuple[str, object]:
-    import base64
-
-    scene = generate_scene(seed=seed)
-    buffer = io.BytesIO()
-    scene.image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(), scene
-
-
-def new_job(store: JobStore, image_url: str, prompts: list[str], owner: str = "owner1") -> JobRecord:
-    options = {
-        "box_threshold": 0.3,
-        "text_threshold": 0.25,
-        "max_masks": 3,
-        "output_format": "png",
-        "pipeline": "lite",
-    }
-    request = {
-        "image_url": image_url,
-        "prompts": prompts,
-        "region": REGION,
-        "priority": "interactive",
-        "options": options,
-    }
-    job, _ = store.create(
-        owner=owner, request=request, region=REGION, priority="interactive", filename_stem="image"
-    )
-    return job
-
-
-def wait_terminal(store: JobStore, job_id: str) -> JobRecord:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = store.get(job_id)
-        if job is not None and job.status.is_terminal():
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S}s: {store.get(job_id)}")
 
 
 def test_worker_runs_a_job_and_uploads_the_mask(

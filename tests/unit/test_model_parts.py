@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from worker.models.embedding_cache import EmbeddingCache, image_key
 from worker.models.grounding_dino import caption_of, non_max_suppression, phrase_token_spans
+from worker.models.image_cache import ImageCache, image_key
 from worker.models.square_image import SquareImageProcessor, upscale_logits
 
 
@@ -24,7 +24,7 @@ def test_image_key_depends_on_pixels_and_shape() -> None:
 
 
 def test_embedding_cache_evicts_the_least_recently_used() -> None:
-    cache = EmbeddingCache(capacity=2)
+    cache = ImageCache(capacity=2)
     cache.put("a", 1)
     cache.put("b", 2)
     assert cache.get("a") == 1  # a is now the most recent
@@ -34,7 +34,7 @@ def test_embedding_cache_evicts_the_least_recently_used() -> None:
 
 
 def test_embedding_cache_of_size_zero_keeps_nothing() -> None:
-    cache = EmbeddingCache(capacity=0)
+    cache = ImageCache(capacity=0)
     cache.put("a", 1)
     assert cache.get("a") is None
 

@@ -8,12 +8,14 @@ own label rule (tokens over ``text_threshold``), kept per phrase so N prompts co
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from worker.models.image_cache import ImageCache, image_key
 from worker.pipeline.base import Candidate, PipelineOptions, StageTimes, as_box
 
 NMS_IOU = 0.5  # queries often repeat an object; overlapping boxes of one phrase keep the best
@@ -65,13 +67,41 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou: float) -> li
     return kept
 
 
-class GroundingDinoDetector:
-    """Implements the pipeline's Detector protocol."""
+@dataclass(frozen=True)
+class Detections:
+    """One forward pass, before thresholds: per-query boxes and scores, per phrase and over all tokens."""
 
-    def __init__(self, model: Any, processor: Any, device: torch.device) -> None:
+    corners: np.ndarray  # (queries, 4) x0, y0, x1, y1 in pixels
+    phrase_scores: np.ndarray  # (queries, phrases): best token probability within each phrase
+    query_scores: np.ndarray  # (queries,): best token probability over the whole caption
+
+    def candidates(self, phrases: Sequence[str], options: PipelineOptions) -> list[list[Candidate]]:
+        """A query belongs to the phrase it scores highest on, if it clears both thresholds."""
+        best_phrase = self.phrase_scores.argmax(axis=1)
+        widths = self.corners[:, 2] - self.corners[:, 0]
+        heights = self.corners[:, 3] - self.corners[:, 1]
+        usable = (self.query_scores > options.box_threshold) & (widths >= 1) & (heights >= 1)
+        results = []
+        for index, phrase in enumerate(phrases):
+            scores = self.phrase_scores[:, index]
+            keep = np.flatnonzero(usable & (best_phrase == index) & (scores > options.text_threshold))
+            kept = keep[non_max_suppression(self.corners[keep], scores[keep], NMS_IOU)] if len(keep) else keep
+            results.append([Candidate(phrase, float(scores[q]), as_box(self.corners[q])) for q in kept])
+        return results
+
+
+class GroundingDinoDetector:
+    """Implements the pipeline's Detector protocol.
+
+    Raw detections are kept in an LRU keyed by image and caption: a repeat of a job (a retry, a re-run of
+    a batch, the same request from another client) skips the detector, and other thresholds still apply.
+    """
+
+    def __init__(self, model: Any, processor: Any, device: torch.device, cache: ImageCache) -> None:
         self.model = model
         self.processor = processor
         self.device = device
+        self.cache = cache
         self.max_tokens = int(model.config.max_text_len)
         self.calls = 0  # forward passes, for tests and metrics
         self.times = StageTimes()
@@ -79,12 +109,21 @@ class GroundingDinoDetector:
     def detect(
         self, image: np.ndarray, phrases: Sequence[str], options: PipelineOptions
     ) -> list[list[Candidate]]:
-        height, width = image.shape[:2]
-        with self.times.measure("preprocess"):
-            pixels = self.processor.image_processor(images=Image.fromarray(image), return_tensors="pt")
+        key = image_key(image)
+        pixels: Any = None
         found: list[list[Candidate]] = []
         for group in self._groups_that_fit(phrases):
-            found.extend(self._detect_group(pixels, group, options, width, height))
+            caption = caption_of(group)
+            detections: Detections | None = self.cache.get(f"{key}:{caption}")
+            if detections is None:
+                if pixels is None:
+                    with self.times.measure("preprocess"):
+                        pixels = self.processor.image_processor(
+                            images=Image.fromarray(image), return_tensors="pt"
+                        )
+                detections = self._run(pixels, group, image.shape[1], image.shape[0])
+                self.cache.put(f"{key}:{caption}", detections)
+            found.extend(detections.candidates(group, options))
         return found
 
     def _groups_that_fit(self, phrases: Sequence[str]) -> list[list[str]]:
@@ -102,9 +141,7 @@ class GroundingDinoDetector:
         return groups
 
     @torch.inference_mode()
-    def _detect_group(
-        self, pixels: Any, phrases: list[str], options: PipelineOptions, width: int, height: int
-    ) -> list[list[Candidate]]:
+    def _run(self, pixels: Any, phrases: list[str], width: int, height: int) -> Detections:
         with self.times.measure("preprocess"):
             text = self.processor.tokenizer(
                 caption_of(phrases),
@@ -133,16 +170,4 @@ class GroundingDinoDetector:
         phrase_scores = np.stack(
             [token_scores[:, span].max(axis=1) if span else np.zeros(len(boxes)) for span in spans], axis=1
         )
-        best_phrase = phrase_scores.argmax(axis=1)
-        query_scores = token_scores[:, : len(offsets)].max(axis=1)
-        results = []
-        for index, phrase in enumerate(phrases):
-            scores = phrase_scores[:, index]
-            keep = np.flatnonzero(
-                (best_phrase == index)
-                & (query_scores > options.box_threshold)
-                & (scores > options.text_threshold)
-            )
-            kept = keep[non_max_suppression(corners[keep], scores[keep], NMS_IOU)] if len(keep) else keep
-            results.append([Candidate(phrase, float(scores[q]), as_box(corners[q])) for q in kept])
-        return results
+        return Detections(corners, phrase_scores, token_scores[:, : len(offsets)].max(axis=1))

@@ -15,20 +15,26 @@ from transformers import (
     SamModel,
     SamProcessor,
 )
+from transformers.utils import logging as transformers_logging
 
 from shared.settings import Settings
 from worker.models.checkpoint import ModelLoadError, load_model, load_processor
-from worker.models.embedding_cache import EmbeddingCache
 from worker.models.grounding_dino import GroundingDinoDetector
+from worker.models.image_cache import ImageCache
 from worker.models.runtime import Runtime
 from worker.models.sam import BoxSegmenter, ImageFit, ResizeAndPad, Squash
 from worker.models.sam3 import MasksFromDetector, Sam3Detector
 from worker.models.square_image import SquareImageProcessor
 from worker.pipeline.base import Pipeline
 
+# Progress bars for loading weights would fill worker logs; warnings (e.g. unused weights) still show.
+transformers_logging.disable_progress_bar()
+
 # The image processors' published defaults, for folders whose processor config leaves them out.
 SAM2_INPUT, IMAGENET_MEAN, IMAGENET_STD = 1024, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SAM3_INPUT, HALF_MEAN, HALF_STD = 1008, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+# Detections are a few KB per (image, caption); keep several captions for each cached image.
+DETECTIONS_PER_IMAGE = 8
 
 
 def _square_processor(
@@ -42,7 +48,7 @@ def _square_processor(
 
 def build_model_pipeline(name: str, settings: Settings, folders: Mapping[str, Path]) -> Pipeline:
     runtime = Runtime.from_settings(settings)
-    cache = EmbeddingCache(settings.embedding_cache_size)
+    cache = ImageCache(settings.embedding_cache_size)
     if name == "sam3":
         folder = folders[settings.sam3_model]
         sam3 = Sam3Detector(
@@ -61,6 +67,7 @@ def build_model_pipeline(name: str, settings: Settings, folders: Mapping[str, Pa
         load_model(dino_folder, GroundingDinoForObjectDetection, runtime.device, torch.float32),
         load_processor(dino_folder, GroundingDinoProcessor),
         runtime.device,
+        ImageCache(settings.embedding_cache_size * DETECTIONS_PER_IMAGE),
     )
     fit: ImageFit
     if name == "grounded-sam":

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worker.models.embedding_cache import EmbeddingCache, image_key
+from worker.models.image_cache import ImageCache, image_key
 from worker.models.square_image import SquareImageProcessor, upscale_logits
 from worker.pipeline.base import Candidate, StageTimes
 
@@ -72,7 +72,7 @@ class BoxSegmenter:
     """Implements the pipeline's Segmenter protocol; keeps the best of SAM's three masks by predicted IoU."""
 
     def __init__(
-        self, model: Any, fit: ImageFit, device: torch.device, dtype: torch.dtype, cache: EmbeddingCache
+        self, model: Any, fit: ImageFit, device: torch.device, dtype: torch.dtype, cache: ImageCache
     ) -> None:
         self.model = model
         self.fit = fit

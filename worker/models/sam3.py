@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from worker.models.embedding_cache import EmbeddingCache, image_key
+from worker.models.image_cache import ImageCache, image_key
 from worker.models.square_image import SquareImageProcessor, upscale_logits
 from worker.pipeline.base import Candidate, PipelineOptions, StageTimes, as_box
 
 TEXT_TOKENS = 32
+# Phrases decoded together; each adds ~66 MB of mask logits (200 queries x 288 x 288), so batches stay small.
+PHRASES_PER_BATCH = 4
 MASK_THRESHOLD = 0.5  # on mask probabilities, as the published post-processing does
 
 
@@ -31,7 +33,7 @@ class Sam3Detector:
         image_processor: SquareImageProcessor,
         device: torch.device,
         dtype: torch.dtype,
-        cache: EmbeddingCache,
+        cache: ImageCache,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -47,32 +49,37 @@ class Sam3Detector:
         self, image: np.ndarray, phrases: Sequence[str], options: PipelineOptions
     ) -> list[list[Candidate]]:
         vision = self._vision_features(image)
-        found = []
-        for phrase in phrases:
+        found: list[list[Candidate]] = []
+        for start in range(0, len(phrases), PHRASES_PER_BATCH):
+            batch = list(phrases[start : start + PHRASES_PER_BATCH])
             with self.times.measure("preprocess"):
                 text = self.tokenizer(
-                    phrase, return_tensors="pt", padding="max_length", max_length=TEXT_TOKENS, truncation=True
+                    batch, return_tensors="pt", padding="max_length", max_length=TEXT_TOKENS, truncation=True
                 )
             with self.times.measure("decode"):
                 outputs = self.model(
-                    vision_embeds=vision,
+                    vision_embeds=_repeated(vision, len(batch)),
                     input_ids=text["input_ids"].to(self.device),
                     attention_mask=text["attention_mask"].to(self.device),
                 )
-                found.append(self._instances(outputs, phrase, image.shape[0], image.shape[1], options))
+                for index, phrase in enumerate(batch):
+                    found.append(
+                        self._instances(outputs, index, phrase, image.shape[0], image.shape[1], options)
+                    )
         return found
 
     def _instances(
-        self, outputs: Any, phrase: str, height: int, width: int, options: PipelineOptions
+        self, outputs: Any, row: int, phrase: str, height: int, width: int, options: PipelineOptions
     ) -> list[Candidate]:
-        scores = outputs.pred_logits[0].float().sigmoid()
+        scores = outputs.pred_logits[row].float().sigmoid()
         if outputs.presence_logits is not None:
-            scores = scores * outputs.presence_logits[0].float().sigmoid()
+            scores = scores * outputs.presence_logits[row].float().sigmoid()
         keep = torch.nonzero(scores > options.box_threshold).flatten()
         if len(keep) == 0:
             return []
-        boxes = outputs.pred_boxes[0, keep].float().cpu() * torch.tensor([width, height, width, height])
-        masks = upscale_logits(outputs.pred_masks[0, keep].float().cpu(), (height, width)).sigmoid()
+        scale = torch.tensor([width, height, width, height])
+        boxes = (outputs.pred_boxes[row, keep].float().cpu() * scale).clamp(min=torch.zeros(4), max=scale)
+        masks = upscale_logits(outputs.pred_masks[row, keep].float().cpu(), (height, width)).sigmoid()
         return [
             Candidate(phrase, float(scores[index]), as_box(box), (mask > MASK_THRESHOLD).numpy())
             for index, box, mask in zip(keep.tolist(), boxes, masks, strict=True)
@@ -90,6 +97,19 @@ class Sam3Detector:
             self.encoder_calls += 1
         self.cache.put(key, features)
         return features
+
+
+def _repeated(vision: Any, count: int) -> Any:
+    """The image's vision features as a batch of ``count`` (views, no copies): one per phrase."""
+
+    def expand(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.expand(count, *value.shape[1:])
+        if isinstance(value, (tuple, list)):
+            return type(value)(expand(item) for item in value)
+        return value
+
+    return type(vision)(**{name: expand(value) for name, value in vision.items()})
 
 
 class MasksFromDetector:

@@ -1,7 +1,8 @@
-"""A small per-worker LRU of image embeddings, keyed by a hash of the image's pixels.
+"""A small per-worker LRU of what models computed from an image, keyed by a hash of the image's pixels.
 
-The image encoder is most of a SAM call; a second job on the same image (another prompt, a retry, a
-batch over prompts) reuses the embedding instead of encoding again.
+The image encoder is most of a SAM call: a second job on the same image (another prompt, a retry, a
+batch over prompts) reuses the embedding instead of encoding again. The detector keeps its raw detections
+per image and caption the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def image_key(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-class EmbeddingCache:
+class ImageCache:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.hits = 0
