@@ -136,6 +136,10 @@ def test_grounding_dino_maps_each_box_back_to_its_prompt(
         [(80, 5, 120, 25)],
         [(140, 40, 180, 60)],
     ]
+    # Scores are sigmoid(5) = 0.993 on the assigned phrase: thresholds above that keep nothing.
+    image = random_image(5, 100, 200)
+    assert detector.detect(image, phrases, PipelineOptions(0.3, 0.995, 3)) == [[], [], []]
+    assert detector.detect(image, phrases, PipelineOptions(0.995, 0.25, 3)) == [[], [], []]
 
 
 class KnownBoxes:

@@ -17,7 +17,7 @@ import pytest
 from celery import Celery
 from PIL import Image
 
-from shared.celery_app import dispatch_segment, make_celery
+from shared.celery_app import dispatch_segment
 from shared.jobstore import JobRecord, JobStatus, JobStore
 from shared.launcher import stop_processes, wait_until
 from shared.regions import live_workers
@@ -48,21 +48,6 @@ def settings(
         model_dir=str(tmp_path_factory.mktemp("worker-models")),  # empty: filled from S3 at start
         torch_threads=1,
     )
-
-
-@pytest.fixture(scope="module")
-def store(settings: Settings) -> JobStore:
-    return JobStore.from_settings(settings)
-
-
-@pytest.fixture(scope="module")
-def celery_app(settings: Settings) -> Celery:
-    return make_celery(settings)
-
-
-@pytest.fixture(scope="module")
-def storage(settings: Settings) -> MaskStorage:
-    return MaskStorage.from_settings(settings)
 
 
 @pytest.fixture(scope="module")

@@ -37,21 +37,6 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory, store: 
     stop_processes([process])
 
 
-@pytest.fixture(scope="module")
-def store(settings: Settings) -> JobStore:
-    return JobStore.from_settings(settings)
-
-
-@pytest.fixture(scope="module")
-def celery_app(settings: Settings) -> Celery:
-    return make_celery(settings)
-
-
-@pytest.fixture(scope="module")
-def storage(settings: Settings) -> MaskStorage:
-    return MaskStorage.from_settings(settings)
-
-
 def test_worker_runs_a_job_and_uploads_the_mask(
     worker: Path, store: JobStore, celery_app: Celery, storage: MaskStorage
 ) -> None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from shared.settings import Settings
 from worker.models.grounding_dino import caption_of, non_max_suppression, phrase_token_spans
 from worker.models.image_cache import ImageCache, image_key
+from worker.models.runtime import Runtime, RuntimeConfigError
 from worker.models.square_image import SquareImageProcessor, upscale_logits
 
 
@@ -43,6 +47,25 @@ def test_nms_keeps_the_best_of_overlapping_boxes_and_separate_ones() -> None:
     boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10]], dtype=float)
     scores = np.array([0.5, 0.9, 0.4, 0.3])
     assert non_max_suppression(boxes, scores, 0.5) == [1, 2]
+
+
+def test_nms_matches_the_textbook_loop_on_random_boxes() -> None:
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 100, (300, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(1, 40, (300, 2))], axis=1)
+    scores = rng.uniform(0, 1, 300)
+
+    def iou(a: np.ndarray, b: np.ndarray) -> float:
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+        return w * h / union
+
+    expected: list[int] = []
+    for index in sorted(range(300), key=lambda i: -scores[i]):
+        if all(iou(boxes[index], boxes[other]) <= 0.5 for other in expected):
+            expected.append(index)
+    assert non_max_suppression(boxes, scores, 0.5) == expected
 
 
 @pytest.mark.parametrize("phrases", [["red shoe", "mug handle"], ["Cat"], ["a", "b c", "d"]])
@@ -94,3 +117,23 @@ def test_upscaled_logits_keep_their_sign_regions() -> None:
     logits[0, :2, :2] = 5.0
     mask = upscale_logits(logits, (40, 40))[0] > 0
     assert mask[:15, :15].all() and not mask[25:, :].any() and not mask[:, 25:].any()
+
+
+def test_runtime_refuses_what_this_machine_cannot_do() -> None:
+    cpu = Runtime.from_settings(Settings().updated(device="cpu"))
+    assert (cpu.device.type, cpu.dtype) == ("cpu", torch.float32)
+    if not torch.cuda.is_available():
+        assert Runtime.from_settings(Settings()).device.type == "cpu"  # auto falls back to the CPU
+        with pytest.raises(RuntimeConfigError, match="no CUDA device"):
+            Runtime.from_settings(Settings().updated(device="cuda"))
+    with pytest.raises(RuntimeConfigError, match="needs CUDA"):
+        Runtime.from_settings(Settings().updated(device="cpu", dtype="float16"))
+
+
+def test_model_code_imports_neither_celery_nor_boto3() -> None:
+    code = (
+        "import sys, worker.models.pipelines, worker.models.random_weights\n"
+        "print(sorted(m for m in ('celery', 'boto3', 'botocore', 'kombu') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

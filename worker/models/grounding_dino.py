@@ -44,26 +44,27 @@ def phrase_token_spans(offsets: list[tuple[int, int]], phrases: Sequence[str]) -
     return spans
 
 
-def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(box[0], others[:, 0])
-    y0 = np.maximum(box[1], others[:, 1])
-    x1 = np.minimum(box[2], others[:, 2])
-    y1 = np.minimum(box[3], others[:, 3])
+def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
+    """(n, n) IoU of x0, y0, x1, y1 boxes."""
+    x0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    y0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+    y1 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
     overlap = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return overlap / np.maximum(area + areas - overlap, 1e-9)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return overlap / np.maximum(areas[:, None] + areas[None, :] - overlap, 1e-9)
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
-    order = list(np.argsort(-scores, kind="stable"))
+    """Indices of the boxes kept, best first: each suppresses the lower-scored boxes overlapping it."""
+    order = np.argsort(-scores, kind="stable")
+    overlaps = pairwise_iou(boxes[order]) > iou
+    suppressed = np.zeros(len(order), dtype=bool)
     kept: list[int] = []
-    while order:
-        best = order.pop(0)
-        kept.append(int(best))
-        if order:
-            overlaps = box_iou(boxes[best], boxes[order])
-            order = [index for index, value in zip(order, overlaps, strict=True) if value <= iou]
+    for rank, index in enumerate(order):
+        if not suppressed[rank]:
+            kept.append(int(index))
+            suppressed |= overlaps[rank]
     return kept
 
 

@@ -23,7 +23,7 @@ from worker.models.grounding_dino import GroundingDinoDetector
 from worker.models.image_cache import ImageCache
 from worker.models.runtime import Runtime
 from worker.models.sam import BoxSegmenter, ImageFit, ResizeAndPad, Squash
-from worker.models.sam3 import MasksFromDetector, Sam3Detector
+from worker.models.sam3 import Sam3Detector, Sam3Masks
 from worker.models.square_image import SquareImageProcessor
 from worker.pipeline.base import Pipeline
 
@@ -59,7 +59,7 @@ def build_model_pipeline(name: str, settings: Settings, folders: Mapping[str, Pa
             runtime.dtype,
             cache,
         )
-        return Pipeline(name, settings.sam3_model, sam3, MasksFromDetector())
+        return Pipeline(name, settings.sam3_model, sam3, Sam3Masks())
 
     # The detector stays in float32: its deformable attention loses too much in half precision.
     dino_folder = folders[settings.detector_model]

@@ -79,10 +79,10 @@ class Sam3Detector:
             return []
         scale = torch.tensor([width, height, width, height])
         boxes = (outputs.pred_boxes[row, keep].float().cpu() * scale).clamp(min=torch.zeros(4), max=scale)
-        masks = upscale_logits(outputs.pred_masks[row, keep].float().cpu(), (height, width)).sigmoid()
+        logits = outputs.pred_masks[row, keep].float().cpu()  # upscaled later, for the kept ones only
         return [
-            Candidate(phrase, float(scores[index]), as_box(box), (mask > MASK_THRESHOLD).numpy())
-            for index, box, mask in zip(keep.tolist(), boxes, masks, strict=True)
+            Candidate(phrase, float(scores[index]), as_box(box), pending=mask_logits)
+            for index, box, mask_logits in zip(keep.tolist(), boxes, logits, strict=True)
         ]
 
     def _vision_features(self, image: np.ndarray) -> Any:
@@ -112,8 +112,18 @@ def _repeated(vision: Any, count: int) -> Any:
     return type(vision)(**{name: expand(value) for name, value in vision.items()})
 
 
-class MasksFromDetector:
-    """The Segmenter for detectors that already made the masks: nothing left to do."""
+class Sam3Masks:
+    """The Segmenter half of SAM 3: upscales the mask logits of the candidates the selector kept."""
+
+    def __init__(self) -> None:
+        self.times = StageTimes()
 
     def segment(self, image: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
+        if not candidates:
+            return candidates
+        with self.times.measure("decode"):
+            logits = torch.stack([candidate.pending for candidate in candidates])
+            masks = upscale_logits(logits, (image.shape[0], image.shape[1])).sigmoid() > MASK_THRESHOLD
+            for candidate, mask in zip(candidates, masks, strict=True):
+                candidate.mask, candidate.pending = mask.numpy(), None
         return candidates

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,6 +35,9 @@ class Candidate:
     score: float  # 0..1
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels (x1/y1 exclusive)
     mask: np.ndarray | None = None  # bool HxW once segmented
+    # What a model's own segmenter needs later, e.g. SAM 3's low-resolution mask logits: masks are then
+    # made only for the candidates the selector keeps.
+    pending: Any = None
 
 
 @dataclass
