@@ -13,6 +13,7 @@ from PIL import Image
 from shared.client import SmartsegAPIError
 from shared.scenes import Scene, generate_scene
 from tests.e2e.conftest import IDLE_REGION, ImageServer, RunningStack
+from worker.mask_encoding import decode_rle
 
 pytestmark = pytest.mark.e2e
 WAIT_S = 30
@@ -55,6 +56,25 @@ def test_submit_poll_and_download_mask(running_stack: RunningStack, scene: Scene
     assert set(np.unique(np.asarray(mask_image))) <= {0, 255}
     assert iou(mask, target.mask) >= 0.9
     assert output["area"] == int(mask.sum())
+
+
+def test_rle_output_through_the_api_decodes_to_the_target(
+    running_stack: RunningStack, scene: Scene, scene_url: str
+) -> None:
+    target = scene.shapes[0]
+    body = {
+        "image_url": scene_url,
+        "prompt": f"{target.color} {target.kind}",
+        "options": {"output_format": "rle"},
+    }
+    with running_stack.client() as client:
+        job = client.wait(client.create(body)["id"], timeout_s=WAIT_S)
+    assert job["status"] == "succeeded", job
+    assert job["input"]["options"]["output_format"] == "rle"
+    output = job["outputs"][0]
+    assert (output["filename"], output["content_type"]) == ("scene7.mask-0.rle.json", "application/json")
+    mask = decode_rle(httpx.get(output["url"], timeout=10).raise_for_status().json())
+    assert iou(mask, target.mask) >= 0.9 and output["area"] == int(mask.sum())
 
 
 def test_prefer_wait_answers_when_the_job_ends(running_stack: RunningStack, scene_url: str) -> None:

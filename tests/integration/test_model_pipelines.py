@@ -199,3 +199,20 @@ def test_sam3_decodes_phrases_in_batches_as_it_would_one_by_one(
         assert [round(s.score, 4) for s in alone.segments] == [round(s.score, 4) for s in result.segments]
         for one, other in zip(alone.segments, result.segments, strict=True):
             assert (one.mask == other.mask).mean() > 0.999
+
+
+def test_sam3_position_encodings_depend_on_the_input_size_only(
+    model_settings: Settings, tiny_model_dir: Path
+) -> None:
+    """Why one copy of them can serve every cached image."""
+    detector: Any = fresh("sam3", model_settings, tiny_model_dir).detector
+    with torch.inference_mode():
+        first, second = (
+            detector.model.get_vision_features(
+                pixel_values=detector.image_processor.pixel_values(random_image(s))
+            )
+            for s in (8, 9)
+        )
+    assert not torch.equal(first.fpn_hidden_states[0], second.fpn_hidden_states[0])
+    for one, other in zip(first.fpn_position_encoding, second.fpn_position_encoding, strict=True):
+        assert torch.equal(one, other)

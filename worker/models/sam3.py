@@ -43,6 +43,7 @@ class Sam3Detector:
         self.cache = cache
         self.encoder_calls = 0
         self.times = StageTimes()
+        self._position_encoding: tuple[tuple[tuple[int, ...], ...], Any] | None = None
 
     @torch.inference_mode()
     def detect(
@@ -95,8 +96,19 @@ class Sam3Detector:
         with self.times.measure("encode"):
             features = self.model.get_vision_features(pixel_values=pixels.to(self.device, self.dtype))
             self.encoder_calls += 1
-        self.cache.put(key, features)
-        return features
+        kept = self._what_the_heads_read(features)
+        self.cache.put(key, kept)
+        return kept
+
+    def _what_the_heads_read(self, features: Any) -> Any:
+        """Only the FPN maps and their position encodings, which depend on the input size alone and are
+        shared between images: a cached image then holds less than half of what the encoder returned."""
+        shapes = tuple(tuple(level.shape) for level in features.fpn_position_encoding)
+        if self._position_encoding is None or self._position_encoding[0] != shapes:
+            self._position_encoding = (shapes, features.fpn_position_encoding)
+        return type(features)(
+            fpn_hidden_states=features.fpn_hidden_states, fpn_position_encoding=self._position_encoding[1]
+        )
 
 
 def _repeated(vision: Any, count: int) -> Any:
