@@ -73,6 +73,34 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def command_health(args: argparse.Namespace) -> int:
+    """Exit 0 while this host's worker for SMARTSEG_REGION beats; 1 otherwise (a container probe)."""
+    import socket
+
+    import redis
+
+    from shared.keys import Keys
+    from shared.regions import local_worker_is_live
+
+    settings = Settings()
+    try:
+        client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True, socket_timeout=2)
+        live = local_worker_is_live(
+            client, Keys(settings.key_prefix), settings.region, socket.gethostname(), settings.heartbeat_ttl_s
+        )
+    except (redis.RedisError, RuntimeError) as exc:
+        print(f"smartseg health: cannot read heartbeats: {exc}", file=sys.stderr)
+        return 1
+    if not live:
+        print(
+            f"smartseg health: no fresh heartbeat from a {settings.region} worker on this host",
+            file=sys.stderr,
+        )
+        return 1
+    print("ok")
+    return 0
+
+
 def command_exec(module: str) -> int:
     """``smartseg api`` / ``smartseg worker`` become ``python -m api|worker`` (shared imports neither)."""
     os.execv(sys.executable, [sys.executable, "-m", module])  # noqa: S606 - argv is ours, no shell
@@ -211,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     hash_parser = keys_commands.add_parser("hash", help="print the SHA-256 to put in SMARTSEG_API_KEY_HASHES")
     hash_parser.add_argument("key")
+    health = commands.add_parser("health", help="probe: is this host's worker beating? (exit 0/1)")
+    health.add_argument("--worker", action="store_true", required=True, help="check the local worker")
     add_models_parser(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -222,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         return command_exec(args.command)
     if args.command == "models":
         return command_models(args)
+    if args.command == "health":
+        return command_health(args)
     print(hash_api_key(args.key))
     return 0
 

@@ -62,6 +62,14 @@ class Keys:
         """SCAN pattern matching every heartbeat of a region."""
         return f"{self.prefix}:heartbeat:{region}:*"
 
+    def region_beats(self) -> str:
+        """Hash: region -> time of the latest heartbeat of any of its workers (outlives the heartbeats)."""
+        return f"{self.prefix}:region-beats"
+
+    def queue(self, region: str, priority: str = INTERACTIVE) -> str:
+        """Redis list of a region's Celery queue (kombu prefixes broker keys with ``broker_prefix``)."""
+        return f"{self.broker_prefix}{queue_name(region, priority)}"
+
     def every_heartbeat_pattern(self) -> str:
         """SCAN pattern matching the heartbeats of every region."""
         return f"{self.prefix}:heartbeat:*"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import redis
 
-from shared.keys import Keys
+from shared.keys import BATCH, INTERACTIVE, Keys
 
 
 def live_workers(client: redis.Redis, keys: Keys, region: str) -> list[dict[str, Any]]:
@@ -18,3 +19,40 @@ def live_workers(client: redis.Redis, keys: Keys, region: str) -> list[dict[str,
         if value:
             found.append(json.loads(value))
     return found
+
+
+def region_summaries(client: redis.Redis, keys: Keys, regions: list[str]) -> list[dict[str, Any]]:
+    """Per region: healthy (a live worker), live workers, queued interactive/batch, running, last beat."""
+    now = time.time()
+    last_beats = client.hgetall(keys.region_beats())
+    summaries = []
+    for region in regions:
+        workers = live_workers(client, keys, region)
+        last_beat = last_beats.get(region)
+        summaries.append(
+            {
+                "region": region,
+                "healthy": bool(workers),
+                "live_workers": len(workers),
+                "queued_interactive": int(client.llen(keys.queue(region, INTERACTIVE))),
+                "queued_batch": int(client.llen(keys.queue(region, BATCH))),
+                "running": sum(1 for worker in workers if worker.get("busy")),
+                "seconds_since_last_beat": None
+                if last_beat is None
+                else round(max(0.0, now - float(last_beat)), 3),
+                "pipelines": sorted({name for worker in workers for name in worker.get("pipelines", [])}),
+            }
+        )
+    return summaries
+
+
+def local_worker_is_live(client: redis.Redis, keys: Keys, region: str, hostname: str, ttl_s: float) -> bool:
+    """Whether a worker of this host in ``region`` beat within the heartbeat TTL (container probes)."""
+    now = time.time()
+    for beat in live_workers(client, keys, region):
+        if (
+            str(beat.get("worker_id", "")).startswith(f"{region}-{hostname}-")
+            and now - beat["beat_at"] <= ttl_s
+        ):
+            return True
+    return False

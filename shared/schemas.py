@@ -158,3 +158,19 @@ class JobList(BaseModel):
 
 class ErrorBody(BaseModel):
     error: JobError
+
+
+class Region(BaseModel):
+    region: str
+    healthy: bool = Field(description="At least one live worker (a heartbeat younger than its TTL).")
+    live_workers: int
+    queued_interactive: int
+    queued_batch: int
+    running: int = Field(description="Live workers busy with a job.")
+    seconds_since_last_beat: float | None = Field(description="Since any worker of the region last beat.")
+    pipelines: list[str] = Field(description="Pipelines its live workers serve.")
+
+
+class RegionList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Region]

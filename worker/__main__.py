@@ -9,7 +9,13 @@ from celery.signals import worker_ready, worker_shutdown
 
 from shared.keys import Keys, region_queues
 from shared.settings import Settings
-from worker.celery_worker import WorkerStartError, build_runner, build_worker_app
+from worker.celery_worker import (
+    WorkerStartError,
+    build_runner,
+    build_worker_app,
+    worker_device,
+    worker_versions,
+)
 from worker.heartbeat import Heartbeat
 
 
@@ -38,6 +44,9 @@ def main() -> None:
         pipelines=list(runner.pipelines),
         interval_s=settings.heartbeat_interval_s,
         ttl_s=settings.heartbeat_ttl_s,
+        device=worker_device(settings, dict(runner.pipelines)),
+        versions=worker_versions(),
+        status=runner.status,
     )
 
     # The heartbeat starts once the worker consumes, so a live heartbeat means jobs will be picked up.

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
+import platform
 import socket
+import sys
 import time
 
 from celery import Celery
@@ -48,6 +51,23 @@ def build_pipelines(settings: Settings) -> dict[str, Pipeline]:
 
 def worker_id(settings: Settings) -> str:
     return f"{settings.region}-{socket.gethostname()}-{os.getpid()}"
+
+
+def worker_device(settings: Settings, pipelines: dict[str, Pipeline]) -> str:
+    """Where this worker's models run, for its heartbeat ("cpu" when it loaded none)."""
+    if all(name == "lite" for name in pipelines):
+        return "cpu"
+    from worker.models.runtime import Runtime
+
+    return Runtime.from_settings(settings).device.type
+
+
+def worker_versions() -> dict[str, str]:
+    versions = {"smartseg": importlib.metadata.version("smartseg"), "python": platform.python_version()}
+    for package in ("torch", "transformers"):
+        if package in sys.modules:  # only what this worker actually loaded
+            versions[package] = importlib.metadata.version(package)
+    return versions
 
 
 def build_runner(settings: Settings) -> JobRunner:

@@ -6,6 +6,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -25,15 +27,23 @@ class Heartbeat:
         pipelines: list[str],
         interval_s: float,
         ttl_s: float,
+        device: str = "cpu",
+        versions: dict[str, str] | None = None,
+        status: Callable[[], dict[str, Any]] = lambda: {},
     ) -> None:
         self.client = client
         self.key = keys.heartbeat(region, worker_id)
+        self.region_beats = keys.region_beats()
+        self.region = region
         self.info = {
             "worker_id": worker_id,
             "region": region,
             "pipelines": pipelines,
+            "device": device,
+            "versions": versions or {},
             "started_at": time.time(),
         }
+        self.status = status  # what changes between beats: busy or idle, the current job
         self.interval_s = interval_s
         self.ttl_ms = int(ttl_s * 1000)
         self._stop = threading.Event()
@@ -52,7 +62,11 @@ class Heartbeat:
             log.warning("could not remove heartbeat %s: %s", self.key, exc)
 
     def beat(self) -> None:
-        self.client.set(self.key, json.dumps({**self.info, "beat_at": time.time()}), px=self.ttl_ms)
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)  # one round trip for both writes
+        pipe.set(self.key, json.dumps({**self.info, **self.status(), "beat_at": now}), px=self.ttl_ms)
+        pipe.hset(self.region_beats, self.region, now)
+        pipe.execute()
 
     def _beat_until_stopped(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -40,6 +40,11 @@ class JobRunner:
         self.lease_s = lease_s
         self.leases = LeaseRenewer(store, lease_s)
         self.max_image_pixels = max_image_pixels
+        self.current_job: str | None = None  # shown in the heartbeat
+
+    def status(self) -> dict[str, Any]:
+        current = self.current_job
+        return {"busy": current is not None, "current_job": current}
 
     def run(self, job_id: str, token: str) -> str:
         """Run the job this message names; returns what happened, for the log."""
@@ -49,24 +54,28 @@ class JobRunner:
             return claim.value
         metrics: dict[str, float] = {"queue_s": round((job.started_at or time.time()) - job.created_at, 4)}
         uploaded: list[str] = []
-        with self.leases.hold(job_id, token) as lease:
-            try:
-                outputs, prompt_results = self._stages(job, lease, metrics, uploaded)
-                metrics["total_s"] = round(time.time() - job.created_at, 4)
-                ended = self.store.succeed(
-                    job, token, outputs=outputs, prompt_results=prompt_results, metrics=metrics
-                )
-            except JobCanceled:
-                ended = self.store.acknowledge_cancel(job, token)
-            except LeaseLost:
-                ended = None
-            except JobFailure as exc:
-                ended = self._fail(job, token, exc, metrics)
-            except Exception as exc:
-                log.exception("job %s failed unexpectedly", job_id)
-                ended = self._fail(
-                    job, token, SmartsegError(f"internal error: {type(exc).__name__}"), metrics
-                )
+        self.current_job = job_id
+        try:
+            with self.leases.hold(job_id, token) as lease:
+                try:
+                    outputs, prompt_results = self._stages(job, lease, metrics, uploaded)
+                    metrics["total_s"] = round(time.time() - job.created_at, 4)
+                    ended = self.store.succeed(
+                        job, token, outputs=outputs, prompt_results=prompt_results, metrics=metrics
+                    )
+                except JobCanceled:
+                    ended = self.store.acknowledge_cancel(job, token)
+                except LeaseLost:
+                    ended = None
+                except JobFailure as exc:
+                    ended = self._fail(job, token, exc, metrics)
+                except Exception as exc:
+                    log.exception("job %s failed unexpectedly", job_id)
+                    ended = self._fail(
+                        job, token, SmartsegError(f"internal error: {type(exc).__name__}"), metrics
+                    )
+        finally:
+            self.current_job = None
         if ended is None or ended.value != "succeeded":
             self._discard(uploaded)
         outcome = ended.value if ended else "lost"

@@ -2,8 +2,9 @@
 
 from fastapi import APIRouter
 
-from api.routes import health, segmentations
+from api.routes import health, regions, segmentations
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(segmentations.router)
+api_router.include_router(regions.router)

@@ -77,6 +77,21 @@ def test_rle_output_through_the_api_decodes_to_the_target(
     assert iou(mask, target.mask) >= 0.9 and output["area"] == int(mask.sum())
 
 
+def test_regions_show_health_workers_and_queues(running_stack: RunningStack) -> None:
+    url = f"{running_stack.stack.api_url}/v1/regions"
+    assert httpx.get(url, timeout=10).status_code == 401
+    auth = {"Authorization": f"Bearer {running_stack.api_key}"}
+    regions = {
+        r["region"]: r for r in httpx.get(url, headers=auth, timeout=10).raise_for_status().json()["data"]
+    }
+    assert set(regions) == set(running_stack.stack.settings.regions)
+    for name in running_stack.stack.workers:
+        assert regions[name]["healthy"] and regions[name]["live_workers"] == 1
+        assert regions[name]["seconds_since_last_beat"] < running_stack.stack.settings.heartbeat_ttl_s
+        assert regions[name]["pipelines"] == ["lite"]
+    assert (regions[IDLE_REGION]["healthy"], regions[IDLE_REGION]["live_workers"]) == (False, 0)
+
+
 def test_prefer_wait_answers_when_the_job_ends(running_stack: RunningStack, scene_url: str) -> None:
     with running_stack.client() as client:
         created = client.create({"image_url": scene_url, "prompt": "largest shape"}, wait_s=WAIT_S)

@@ -12,6 +12,7 @@ import pytest
 from celery import Celery
 from PIL import Image
 
+from shared import cli
 from shared.celery_app import dispatch_segment, make_celery
 from shared.jobstore import JobStatus, JobStore
 from shared.launcher import stop_processes, wait_until
@@ -98,3 +99,18 @@ def test_interactive_queue_is_consumed_before_batch(
         stop_processes([process])
     started = [job.started_at or 0.0 for job in done]
     assert started[0] < min(started[1:])
+
+
+def test_heartbeat_describes_the_worker_and_the_probe_sees_it(
+    worker: Path, store: JobStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [beat] = live_workers(store.redis, store.keys, REGION)
+    assert beat["region"] == REGION and beat["pipelines"] == ["lite"] and beat["device"] == "cpu"
+    assert beat["busy"] is False and beat["current_job"] is None
+    assert set(beat["versions"]) >= {"smartseg", "python"} and "torch" not in beat["versions"]
+    monkeypatch.setenv("SMARTSEG_REDIS_URL", str(settings.redis_url))
+    monkeypatch.setenv("SMARTSEG_KEY_PREFIX", settings.key_prefix)
+    monkeypatch.setenv("SMARTSEG_REGION", REGION)
+    assert cli.main(["health", "--worker"]) == 0
+    monkeypatch.setenv("SMARTSEG_REGION", "eu-west")  # no worker of that region on this host
+    assert cli.main(["health", "--worker"]) == 1
