@@ -53,6 +53,7 @@ def job_view(job: JobRecord, storage: MaskStorage, presign_ttl_s: int, base_url:
             prompts=request["prompts"],
             priority=job.priority,
             region=request.get("region"),
+            region_policy=request.get("region_policy", "prefer"),
             options=SegmentationOptions(**request["options"]),
         ),
         region=job.region,

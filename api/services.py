@@ -9,8 +9,8 @@ from celery import Celery
 
 from api.auth import ApiKeys
 from api.job_reader import JobReader
+from api.placement import Placement
 from api.waiter import JobWaiter
-from api.worker_directory import WorkerDirectory
 from shared.celery_app import make_celery
 from shared.fetch import FetchLimits, fetch_limits
 from shared.jobstore import JobStore
@@ -30,7 +30,7 @@ class Services:
     api_keys: ApiKeys
     fetch_limits: FetchLimits
     redis_async: aioredis.Redis
-    workers: WorkerDirectory
+    placement: Placement
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -46,7 +46,7 @@ class Services:
             api_keys=ApiKeys(settings.api_key_hashes),
             fetch_limits=fetch_limits(settings),
             redis_async=client_async,
-            workers=WorkerDirectory(client_async, keys, settings.pipelines),
+            placement=Placement(client_async, keys, settings.regions, settings.pipelines),
         )
 
     async def close(self) -> None:

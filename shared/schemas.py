@@ -39,6 +39,13 @@ class SegmentationRequest(BaseModel):
     prompt: str | None = Field(default=None, min_length=1, max_length=MAX_PROMPT_CHARS)
     prompts: list[str] | None = Field(default=None, min_length=1, max_length=MAX_PROMPTS)
     region: str | None = Field(default=None, max_length=64)
+    region_policy: Literal["prefer", "require"] = Field(
+        default="prefer",
+        description=(
+            "prefer: run in `region` while it is healthy, else in the healthy region with the least queued "
+            "work per worker; require: only ever in `region` (data residency), waiting there if it is down."
+        ),
+    )
     priority: Literal["interactive", "batch"] = "interactive"
     options: SegmentationOptions = Field(default_factory=SegmentationOptions)
 
@@ -125,6 +132,7 @@ class JobInput(BaseModel):
     prompts: list[str]
     priority: str
     region: str | None
+    region_policy: Literal["prefer", "require"] = "prefer"
     options: SegmentationOptions
 
 

@@ -77,6 +77,7 @@ def _normalised(body: SegmentationRequest, services: Services, pipeline: str) ->
         "image_url": body.image_url,
         "prompts": body.prompt_list(),
         "region": body.region,
+        "region_policy": body.region_policy,
         "priority": body.priority,
         "options": options,
     }
@@ -93,8 +94,8 @@ async def create_segmentation(
 ) -> Response:
     pipeline = body.options.pipeline or services.settings.default_pipeline
     normalised = _normalised(body, services, pipeline)
-    region = body.region or services.settings.default_region
-    await services.workers.check(pipeline, region)
+    requested = body.region or services.settings.default_region
+    region = await services.placement.place(pipeline, requested, body.region_policy == "require")
     idem_hash = request_hash = None
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:

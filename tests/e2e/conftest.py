@@ -18,7 +18,7 @@ from shared.launcher import Stack
 from shared.settings import Settings
 
 SERVED_REGIONS = ["us-east", "eu-west"]
-IDLE_REGION = "ap-south"  # configured, but no worker serves it: its jobs stay queued
+IDLE_REGION = "ap-south"  # configured, no worker: jobs that require it stay queued, others move
 
 
 @dataclass

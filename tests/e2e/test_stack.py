@@ -128,12 +128,28 @@ def test_data_url_image_in_other_region(running_stack: RunningStack, scene: Scen
 
 def test_cancel_queued_job(running_stack: RunningStack, scene_url: str) -> None:
     with running_stack.client() as client:
-        job = client.create({"image_url": scene_url, "prompt": "red shape", "region": IDLE_REGION})
-        assert job["status"] == "queued"
+        body = {
+            "image_url": scene_url,
+            "prompt": "red shape",
+            "region": IDLE_REGION,
+            "region_policy": "require",
+        }
+        job = client.create(body)
+        assert (job["status"], job["region"]) == ("queued", IDLE_REGION)
         canceled = client.cancel(job["id"])
         assert canceled["status"] == "canceled"
         assert canceled["billing"]["billed"] is False
         assert client.cancel(job["id"])["status"] == "canceled"  # idempotent
+
+
+def test_a_job_for_a_region_without_workers_runs_in_a_healthy_one(
+    running_stack: RunningStack, scene_url: str
+) -> None:
+    with running_stack.client() as client:
+        created = client.create({"image_url": scene_url, "prompt": "red shape", "region": IDLE_REGION})
+        job = client.wait(created["id"], timeout_s=WAIT_S)
+    assert job["status"] == "succeeded"
+    assert job["region"] in running_stack.stack.workers and job["input"]["region"] == IDLE_REGION
 
 
 def test_cancel_finished_job_conflicts(running_stack: RunningStack, scene_url: str) -> None:
@@ -179,7 +195,14 @@ def test_fetch_failure_fails_the_job_unbilled(running_stack: RunningStack, image
 def test_list_pages_with_cursor(running_stack: RunningStack, scene_url: str) -> None:
     with running_stack.client(running_stack.other_api_key) as client:
         ids = [
-            client.create({"image_url": scene_url, "prompt": "red shape", "region": IDLE_REGION})["id"]
+            client.create(
+                {
+                    "image_url": scene_url,
+                    "prompt": "red shape",
+                    "region": IDLE_REGION,
+                    "region_policy": "require",
+                }
+            )["id"]
             for _ in range(5)
         ]
         first = client.list(limit=2)
