@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from shared.keys import BATCH, INTERACTIVE, Keys
+from shared.queues import Queues
 
 
 def live_workers(client: redis.Redis, keys: Keys, region: str) -> list[dict[str, Any]]:
@@ -25,6 +26,7 @@ def region_summaries(client: redis.Redis, keys: Keys, regions: list[str]) -> lis
     """Per region: healthy (a live worker), live workers, queued interactive/batch, running, last beat."""
     now = time.time()
     last_beats = client.hgetall(keys.region_beats())
+    queues = Queues(client, keys)
     summaries = []
     for region in regions:
         workers = live_workers(client, keys, region)
@@ -34,8 +36,8 @@ def region_summaries(client: redis.Redis, keys: Keys, regions: list[str]) -> lis
                 "region": region,
                 "healthy": bool(workers),
                 "live_workers": len(workers),
-                "queued_interactive": int(client.llen(keys.queue(region, INTERACTIVE))),
-                "queued_batch": int(client.llen(keys.queue(region, BATCH))),
+                "queued_interactive": queues.length(region, INTERACTIVE),
+                "queued_batch": queues.length(region, BATCH),
                 "running": sum(1 for worker in workers if worker.get("busy")),
                 "seconds_since_last_beat": None
                 if last_beat is None

@@ -1,0 +1,91 @@
+"""Moving queued Celery messages between regions on a real Redis, then running them in the new region."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from shared.celery_app import dispatch_segment
+from shared.jobstore import JobStatus, JobStore
+from shared.keys import BATCH, INTERACTIVE, queue_name
+from shared.launcher import stop_processes, wait_until
+from shared.queues import Queues
+from shared.regions import live_workers
+from shared.settings import Settings
+from tests.integration.worker_jobs import REGION, data_url_of_scene, new_job, start_worker, wait_terminal
+
+pytestmark = pytest.mark.integration
+DEAD = "int-dead"
+
+
+@pytest.fixture(scope="module")
+def settings(service_settings: Settings) -> Settings:
+    return service_settings.updated(key_prefix=f"queues-{secrets.token_hex(4)}", regions=[REGION, DEAD])
+
+
+@pytest.fixture(scope="module")
+def queues(store: JobStore) -> Queues:
+    return Queues(store.redis, store.keys)
+
+
+def routing_keys(store: JobStore, region: str, priority: str) -> list[str]:
+    raw = store.redis.lrange(store.keys.queue(region, priority), 0, -1)
+    return [json.loads(message)["properties"]["delivery_info"]["routing_key"] for message in raw]
+
+
+def job_ids(store: JobStore, region: str, priority: str) -> list[str]:
+    """Oldest first, as a worker would take them."""
+    raw = store.redis.lrange(store.keys.queue(region, priority), 0, -1)[::-1]
+    return [json.loads(base64.b64decode(json.loads(m)["body"]))[1]["job_id"] for m in raw]
+
+
+def test_moves_keep_order_and_rewrite_the_routing_key(
+    store: JobStore, celery_app: Celery, queues: Queues
+) -> None:
+    url, _ = data_url_of_scene(40)
+    ahead = new_job(store, url, ["largest shape"], owner="owner-q")
+    dispatch_segment(celery_app, ahead.id, ahead.token, REGION, INTERACTIVE)  # already waiting in REGION
+    jobs = [new_job(store, url, ["largest shape"], owner="owner-q") for _ in range(5)]
+    for job in jobs:
+        dispatch_segment(celery_app, job.id, job.token, DEAD, INTERACTIVE)
+    batch = new_job(store, url, ["largest shape"], owner="owner-q")
+    dispatch_segment(celery_app, batch.id, batch.token, DEAD, BATCH)
+
+    assert queues.move(DEAD, REGION, INTERACTIVE, limit=2) == 2  # the two oldest
+    assert queues.move(DEAD, REGION, INTERACTIVE) == 3
+    assert queues.move(DEAD, REGION, BATCH) == 1
+    assert (queues.length(DEAD, INTERACTIVE), queues.length(DEAD, BATCH)) == (0, 0)
+    assert job_ids(store, REGION, INTERACTIVE) == [ahead.id, *(job.id for job in jobs)]
+    assert set(routing_keys(store, REGION, INTERACTIVE)) == {queue_name(REGION)}
+    assert routing_keys(store, REGION, BATCH) == [queue_name(REGION, BATCH)]
+    assert queues.move(DEAD, REGION, INTERACTIVE) == 0
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings, store: JobStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    log_path = Path(tmp_path_factory.mktemp("queues-worker")) / "worker.log"
+    process = start_worker(settings, REGION, log_path)
+    wait_until(lambda: bool(live_workers(store.redis, store.keys, REGION)), "worker heartbeat")
+    yield log_path
+    stop_processes([process])
+
+
+def test_moved_messages_run_in_the_new_region(
+    store: JobStore, celery_app: Celery, queues: Queues, worker: Path
+) -> None:
+    url, _ = data_url_of_scene(41)
+    jobs = [new_job(store, url, ["largest shape"], owner="owner-q2") for _ in range(3)]
+    for job in jobs:
+        dispatch_segment(celery_app, job.id, job.token, DEAD, INTERACTIVE)
+    assert queues.move(DEAD, REGION, INTERACTIVE) == 3
+    done = [wait_terminal(store, job.id) for job in jobs]
+    assert all(job.status is JobStatus.SUCCEEDED for job in done)
+    assert queues.length(DEAD, INTERACTIVE) == 0
+    [beat] = live_workers(store.redis, store.keys, REGION)
+    assert {job.worker for job in done} == {beat["worker_id"]}  # run by the REGION worker
