@@ -46,6 +46,17 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def dispatch_segment(app: Celery, job_id: str, token: str, region: str, priority: str) -> None:
+# A header on the messages of jobs pinned to their region (region_policy=require): the router leaves them.
+PINNED_HEADER = "smartseg_pinned"
+
+
+def dispatch_segment(
+    app: Celery, job_id: str, token: str, region: str, priority: str, pinned: bool = False
+) -> None:
     """Send one job's message to its region's queue; the message carries only the id and the fence token."""
-    app.send_task(SEGMENT_TASK, kwargs={"job_id": job_id, "token": token}, queue=queue_name(region, priority))
+    app.send_task(
+        SEGMENT_TASK,
+        kwargs={"job_id": job_id, "token": token},
+        queue=queue_name(region, priority),
+        headers={PINNED_HEADER: True} if pinned else None,
+    )

@@ -5,33 +5,44 @@ kombu publishes with LPUSH and consumes with BRPOP, so the oldest message is at 
 the oldest first and puts them behind the target's own queue, keeping their order. Each message's
 ``delivery_info.routing_key`` is rewritten on the way: kombu restores an unacked message to the queue its
 routing key names, so without it a message that had moved would return to the dead region's queue.
+Messages of jobs pinned to their region (``region_policy=require``) stay where they are, in order.
 """
 
 from __future__ import annotations
 
 import redis
 
+from shared.celery_app import PINNED_HEADER
 from shared.keys import Keys, queue_name
 
-# KEYS: source list, target list. ARGV: old routing key, new routing key, most messages to move.
+# KEYS: source list, target list. ARGV: old routing key, new routing key, most messages to move, pin mark.
 _MOVE = """
 local old = '"routing_key": "' .. ARGV[1] .. '"'
 local new = '"routing_key": "' .. ARGV[2] .. '"'
 local moved = 0
+local pinned = {}
 while moved < tonumber(ARGV[3]) do
   local message = redis.call('RPOP', KEYS[1])
   if not message then break end
-  -- the last occurrence: delivery_info is in "properties", the last member kombu writes
-  local at, last = nil, 0
-  repeat
-    local found = string.find(message, old, last + 1, true)
-    if found then at, last = found, found end
-  until not found
-  if at then
-    message = string.sub(message, 1, at - 1) .. new .. string.sub(message, at + #old)
+  if string.find(message, ARGV[4], 1, true) then
+    table.insert(pinned, message)
+  else
+    -- the last occurrence: delivery_info is in "properties", the last member kombu writes
+    local at, from = nil, 1
+    repeat
+      local found = string.find(message, old, from, true)
+      if found then at, from = found, found + 1 end
+    until not found
+    if at then
+      message = string.sub(message, 1, at - 1) .. new .. string.sub(message, at + #old)
+    end
+    redis.call('LPUSH', KEYS[2], message)
+    moved = moved + 1
   end
-  redis.call('LPUSH', KEYS[2], message)
-  moved = moved + 1
+end
+-- pinned messages go back where they were, oldest at the consuming end
+for index = #pinned, 1, -1 do
+  redis.call('RPUSH', KEYS[1], pinned[index])
 end
 return moved
 """
@@ -50,6 +61,11 @@ class Queues:
         """Move up to ``limit`` queued messages of ``priority`` from region ``source`` to ``target``."""
         moved = self._move(
             keys=[self.keys.queue(source, priority), self.keys.queue(target, priority)],
-            args=[queue_name(source, priority), queue_name(target, priority), limit],
+            args=[
+                queue_name(source, priority),
+                queue_name(target, priority),
+                limit,
+                f'"{PINNED_HEADER}": true',
+            ],
         )
         return int(moved)

@@ -127,7 +127,8 @@ async def create_segmentation(
 
 def _dispatch(services: Services, job: JobRecord) -> None:
     try:
-        dispatch_segment(services.celery, job.id, job.token, job.region, job.priority)
+        pinned = job.request.get("region_policy") == "require"
+        dispatch_segment(services.celery, job.id, job.token, job.region, job.priority, pinned)
     except Exception as exc:
         # The record exists but no message does: end it rather than leave a job that never runs.
         store = services.store

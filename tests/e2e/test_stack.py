@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import httpx
 import numpy as np
 import pytest
+import redis
 from PIL import Image
 
+from shared.celery_app import PINNED_HEADER
 from shared.client import SmartsegAPIError
+from shared.keys import Keys
 from shared.scenes import Scene, generate_scene
 from tests.e2e.conftest import IDLE_REGION, ImageServer, RunningStack
 from worker.mask_encoding import decode_rle
@@ -136,6 +140,16 @@ def test_cancel_queued_job(running_stack: RunningStack, scene_url: str) -> None:
         }
         job = client.create(body)
         assert (job["status"], job["region"]) == ("queued", IDLE_REGION)
+        settings = running_stack.stack.settings
+        queued = redis.Redis.from_url(str(settings.redis_url)).lrange(
+            Keys(settings.key_prefix).queue(IDLE_REGION), 0, -1
+        )
+        [message] = [
+            json.loads(raw)
+            for raw in queued
+            if job["id"].encode() in base64.b64decode(json.loads(raw)["body"])
+        ]
+        assert message["headers"][PINNED_HEADER] is True  # the router leaves it in its region
         canceled = client.cancel(job["id"])
         assert canceled["status"] == "canceled"
         assert canceled["billing"]["billed"] is False

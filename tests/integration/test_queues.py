@@ -67,6 +67,21 @@ def test_moves_keep_order_and_rewrite_the_routing_key(
     assert queues.move(DEAD, REGION, INTERACTIVE) == 0
 
 
+def test_messages_of_pinned_jobs_stay_in_their_region(
+    store: JobStore, celery_app: Celery, queues: Queues
+) -> None:
+    url, _ = data_url_of_scene(42)
+    jobs = [new_job(store, url, ["largest shape"], owner="owner-pin") for _ in range(5)]
+    for index, job in enumerate(jobs):
+        dispatch_segment(celery_app, job.id, job.token, DEAD, BATCH, pinned=index in (0, 3))
+    before = job_ids(store, REGION, BATCH)
+    assert queues.move(DEAD, REGION, BATCH) == 3
+    assert job_ids(store, DEAD, BATCH) == [jobs[0].id, jobs[3].id]  # still in order, still DEAD's
+    assert set(routing_keys(store, DEAD, BATCH)) == {queue_name(DEAD, BATCH)}
+    assert job_ids(store, REGION, BATCH)[len(before) :] == [jobs[1].id, jobs[2].id, jobs[4].id]
+    store.redis.delete(store.keys.queue(DEAD, BATCH))
+
+
 @pytest.fixture(scope="module")
 def worker(settings: Settings, store: JobStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     log_path = Path(tmp_path_factory.mktemp("queues-worker")) / "worker.log"
