@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--out", default="demo-out", help="folder for masks and overlays")
     commands.add_parser("api", help="serve the API (configured by SMARTSEG_* variables)")
     commands.add_parser("worker", help="run one worker for SMARTSEG_REGION")
+    commands.add_parser("router", help="move the queued work of dead regions to healthy ones")
     keys = commands.add_parser("keys", help="API key helpers")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     hash_parser = keys_commands.add_parser("hash", help="print the SHA-256 to put in SMARTSEG_API_KEY_HASHES")
@@ -250,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         return command_demo(args)
     if args.command in ("api", "worker"):
         return command_exec(args.command)
+    if args.command == "router":
+        return command_exec("worker.router")
     if args.command == "models":
         return command_models(args)
     if args.command == "health":

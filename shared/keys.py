@@ -70,6 +70,10 @@ class Keys:
         """Redis list of a region's Celery queue (kombu prefixes broker keys with ``broker_prefix``)."""
         return f"{self.broker_prefix}{queue_name(region, priority)}"
 
+    def router_lock(self) -> str:
+        """String naming the active router; its TTL lets a standby take over when the holder dies."""
+        return f"{self.prefix}:router-lock"
+
     def every_heartbeat_pattern(self) -> str:
         """SCAN pattern matching the heartbeats of every region."""
         return f"{self.prefix}:heartbeat:*"

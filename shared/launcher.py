@@ -181,6 +181,7 @@ class Stack:
     redis: EmbeddedRedis | None = None
     s3: EmbeddedS3 | None = None
     api: subprocess.Popen[bytes] | None = None
+    router: subprocess.Popen[bytes] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -192,6 +193,7 @@ class Stack:
         try:
             self._start_backing_services()
             self.start_api()
+            self.start_router()
             for region in self.worker_regions or self.settings.regions:
                 self.start_worker(region)
             self.wait_for_workers()
@@ -221,6 +223,11 @@ class Stack:
         self.api = self._spawn("api", [sys.executable, "-m", "api"], child_environment(self.settings))
         self._record_pids()
         wait_until(self._api_ready, "the API")
+
+    def start_router(self) -> None:
+        env = child_environment(self.settings)
+        self.router = self._spawn("router", [sys.executable, "-m", "worker.router"], env)
+        self._record_pids()
 
     def start_worker(self, region: str) -> subprocess.Popen[bytes]:
         env = child_environment(self.settings, SMARTSEG_REGION=region)
@@ -266,6 +273,8 @@ class Stack:
         pids = {f"worker-{region}": process.pid for region, process in self.workers.items()}
         if self.api is not None:
             pids["api"] = self.api.pid
+        if self.router is not None:
+            pids["router"] = self.router.pid
         if self.s3 is not None and self.s3.process is not None:
             pids["s3"] = self.s3.process.pid
         if self.redis is not None and self.redis.pid is not None:
@@ -276,7 +285,7 @@ class Stack:
         (self.run_dir / "pids.json").write_text(json.dumps(self.processes(), indent=2))
 
     def stop(self) -> None:
-        stop_processes([*self.workers.values(), *([self.api] if self.api else [])])
+        stop_processes([*self.workers.values(), *(process for process in (self.api, self.router) if process)])
         if self.s3 is not None:
             self.s3.stop()
         if self.redis is not None:

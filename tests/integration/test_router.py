@@ -1,0 +1,90 @@
+"""The router on a real Redis: one active copy at a time, and queued work of a dead region runs elsewhere."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from shared.celery_app import dispatch_segment
+from shared.jobstore import JobStatus, JobStore
+from shared.keys import BATCH, INTERACTIVE
+from shared.launcher import child_environment, stop_processes, wait_until
+from shared.queues import Queues
+from shared.regions import live_workers
+from shared.settings import Settings
+from tests.integration.worker_jobs import REGION, data_url_of_scene, new_job, start_worker, wait_terminal
+from worker.router import Router, RouterLock
+
+pytestmark = pytest.mark.integration
+DEAD = "int-gone"
+
+
+@pytest.fixture(scope="module")
+def settings(service_settings: Settings) -> Settings:
+    return service_settings.updated(key_prefix=f"router-{secrets.token_hex(4)}", regions=[REGION, DEAD])
+
+
+def test_one_router_holds_the_lock_and_a_standby_takes_over(store: JobStore) -> None:
+    key = store.keys.router_lock()
+    first = RouterLock(store.redis, key, "first", ttl_s=0.5)
+    second = RouterLock(store.redis, key, "second", ttl_s=0.5)
+    assert first.hold() and not second.hold()
+    assert first.hold()  # renewing its own lock
+    time.sleep(0.7)  # the first copy stopped renewing (it died): its lock expires
+    assert second.hold() and not first.hold()
+    second.release()
+    assert first.hold()
+    first.release()
+
+
+def test_a_tick_moves_nothing_without_a_healthy_region(store: JobStore, celery_app: Celery) -> None:
+    job = new_job(store, data_url_of_scene(50)[0], ["largest shape"], owner="owner-r0")
+    dispatch_segment(celery_app, job.id, job.token, DEAD, INTERACTIVE)
+    assert Router(store.redis, store.keys, [REGION, DEAD]).tick() == []
+    assert Queues(store.redis, store.keys).length(DEAD, INTERACTIVE) == 1
+    store.redis.delete(store.keys.queue(DEAD, INTERACTIVE))
+
+
+@pytest.fixture(scope="module")
+def router_process(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    log_path = Path(tmp_path_factory.mktemp("router")) / "router.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.router"],
+            env=child_environment(settings),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    yield log_path
+    stop_processes([process])
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings, store: JobStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    log_path = Path(tmp_path_factory.mktemp("router-worker")) / "worker.log"
+    process = start_worker(settings, REGION, log_path)
+    wait_until(lambda: bool(live_workers(store.redis, store.keys, REGION)), "worker heartbeat")
+    yield log_path
+    stop_processes([process])
+
+
+def test_work_queued_in_a_dead_region_runs_in_a_healthy_one(
+    store: JobStore, celery_app: Celery, worker: Path, router_process: Path
+) -> None:
+    url, _ = data_url_of_scene(51)
+    jobs = [new_job(store, url, ["largest shape"], owner="owner-r1") for _ in range(6)]
+    for index, job in enumerate(jobs):
+        dispatch_segment(celery_app, job.id, job.token, DEAD, BATCH if index % 2 else INTERACTIVE)
+    done = [wait_terminal(store, job.id) for job in jobs]
+    assert all(job.status is JobStatus.SUCCEEDED for job in done)
+    assert store.usage("owner-r1") == (6, 6 * 120_000)  # each billed once
+    assert "moved" in router_process.read_text()
+    assert store.redis.get(store.keys.router_lock()) is not None  # the router process holds the lock
