@@ -73,23 +73,67 @@ if idem ~= '' then redis.call('SET', idem, ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV
 return {'created', ARGV[1]}
 """
 
-_CLAIM = """
+# Running jobs are indexed by lease deadline (KEYS[3]) so the router finds the ones whose worker died.
+_NOW_MS = """
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
+
+_CLAIM = (
+    _NOW_MS
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 'stale' end
 if status ~= 'queued' then return 'not_queued' end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3], 'worker', ARGV[2])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'region', ARGV[5]) end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[4]), KEYS[1])
 return redis.call('HGETALL', KEYS[1])
 """
+)
 
-_RENEW = """
+_RENEW = (
+    _NOW_MS
+    + """
 local job = redis.call('HMGET', KEYS[1], 'status', 'token', 'cancel_requested')
 if job[1] ~= 'running' or job[2] ~= ARGV[1] then return 'lost' end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[2]), KEYS[1])
 if job[3] == '1' then return 'cancel_requested' end
 return 'held'
 """
+)
+
+# A running job whose lease expired: its worker is gone (or frozen). It gets a new token, so the old run
+# can neither renew nor finish, and goes to the outbox, which the router empties by sending messages.
+# A cancel requested meanwhile ends it instead. KEYS: job, lease, running, outbox.
+_REQUEUE = (
+    _NOW_MS
+    + """
+local job = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'attempt')
+if job[1] ~= 'running' then
+  redis.call('ZREM', KEYS[3], KEYS[1])
+  return 'not_running'
+end
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 then
+  redis.call('ZADD', KEYS[3], now_ms + left, KEYS[1])
+  return 'held'
+end
+redis.call('ZREM', KEYS[3], KEYS[1])
+if job[2] == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2])
+  redis.call('PUBLISH', ARGV[3], 'canceled')
+  return 'canceled'
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'token', ARGV[1], 'attempt', tonumber(job[3] or '1') + 1)
+redis.call('HDEL', KEYS[1], 'worker', 'started_at')
+redis.call('ZADD', KEYS[4], now_ms, KEYS[1])
+return 'requeued'
+"""
+)
 
 # Ends a running job held by ARGV[1]. A cancel that raced in turns a success into `canceled`, unbilled.
 _FINISH = """
@@ -112,6 +156,7 @@ if bill > 0 then
   redis.call('HINCRBY', KEYS[3], 'micro_usd', bill)
 end
 redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[4], KEYS[1])
 redis.call('PUBLISH', ARGV[5], status)
 return status
 """
@@ -149,6 +194,10 @@ def owned(job: JobRecord | None, owner: str, job_id: str) -> JobRecord:
     if job is None or job.owner != owner:
         raise NotFound(f"no segmentation with id {job_id!r}")
     return job
+
+
+def _job_id_of(record_key: str) -> str:
+    return record_key.rsplit(":", 1)[-1]
 
 
 def new_token() -> str:
@@ -243,6 +292,7 @@ class JobStore:
         self._renew = client.register_script(_RENEW)
         self._finish = client.register_script(_FINISH)
         self._cancel = client.register_script(_CANCEL)
+        self._requeue = client.register_script(_REQUEUE)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStore:
@@ -339,17 +389,19 @@ class JobStore:
         more = bool(self.redis.zrevrangebyscore(key, upper, "-inf", start=0, num=1))
         return JobPage(jobs, str(last_seq) if more and last_seq is not None else None)
 
-    def claim(self, job_id: str, token: str, worker_id: str, lease_s: float) -> ClaimResult:
+    def claim(self, job_id: str, token: str, worker_id: str, lease_s: float, region: str = "") -> ClaimResult:
         """Fenced claim: only the holder of the current token may move a queued job to running."""
-        return self.claim_record(job_id, token, worker_id, lease_s)[0]
+        return self.claim_record(job_id, token, worker_id, lease_s, region)[0]
 
     def claim_record(
-        self, job_id: str, token: str, worker_id: str, lease_s: float
+        self, job_id: str, token: str, worker_id: str, lease_s: float, region: str = ""
     ) -> tuple[ClaimResult, JobRecord | None]:
-        """``claim``, also returning the running job's record (read in the same atomic step)."""
+        """``claim``, also returning the running job's record (read in the same atomic step).
+
+        ``region`` (the claiming worker's) becomes the job's: where it runs, after any move."""
         result = self._claim(
-            keys=[self.keys.job(job_id), self.keys.lease(job_id)],
-            args=[token, worker_id, repr(time.time()), int(lease_s * 1000)],
+            keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.running()],
+            args=[token, worker_id, repr(time.time()), int(lease_s * 1000), region],
         )
         if isinstance(result, str):
             return ClaimResult(result), None
@@ -357,7 +409,8 @@ class JobStore:
 
     def renew_lease(self, job_id: str, token: str, lease_s: float) -> LeaseState:
         result = self._renew(
-            keys=[self.keys.job(job_id), self.keys.lease(job_id)], args=[token, int(lease_s * 1000)]
+            keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.running()],
+            args=[token, int(lease_s * 1000)],
         )
         return LeaseState(result)
 
@@ -396,6 +449,32 @@ class JobStore:
             return CancelResult.REQUESTED
         raise JobAlreadyFinished(f"segmentation {job_id} already {result}; it cannot be canceled")
 
+    def expired_leases(self, limit: int = 100) -> list[str]:
+        """Ids of running jobs whose lease deadline has passed (their worker stopped renewing)."""
+        now_ms = int(time.time() * 1000)
+        members = self.redis.zrangebyscore(self.keys.running(), "-inf", now_ms, start=0, num=limit)
+        return [_job_id_of(str(member)) for member in members]
+
+    def requeue_if_lease_expired(self, job_id: str) -> str:
+        """'requeued' (new token, attempt + 1, in the outbox), 'held', 'canceled' or 'not_running'."""
+        result: str = self._requeue(
+            keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.running(), self.keys.outbox()],
+            args=[new_token(), repr(time.time()), self.keys.finished_channel(job_id)],
+        )
+        return result
+
+    def owed_messages(self, limit: int = 100) -> list[str]:
+        """Ids of jobs in the outbox: queued, but their message may not have been sent yet."""
+        members = self.redis.zrange(self.keys.outbox(), 0, limit - 1)
+        return [_job_id_of(str(member)) for member in members]
+
+    def message_sent(self, job_id: str) -> None:
+        self.redis.zrem(self.keys.outbox(), self.keys.job(job_id))
+
+    def move_to_region(self, job_id: str, region: str) -> None:
+        """Record where a queued job's message now goes (a claim records where it actually ran)."""
+        self.redis.hset(self.keys.job(job_id), "region", region)
+
     def usage(self, owner: str) -> tuple[int, int]:
         """(billed runs, billed micro-USD) of an owner."""
         raw = self.redis.hmget(self.keys.usage(owner), ["runs", "micro_usd"])
@@ -405,7 +484,12 @@ class JobStore:
         self, job: JobRecord, token: str, status: JobStatus, fields: dict[str, Any], bill_micro_usd: int
     ) -> JobStatus | None:
         result = self._finish(
-            keys=[self.keys.job(job.id), self.keys.lease(job.id), self.keys.usage(job.owner)],
+            keys=[
+                self.keys.job(job.id),
+                self.keys.lease(job.id),
+                self.keys.usage(job.owner),
+                self.keys.running(),
+            ],
             args=[
                 token,
                 status.value,

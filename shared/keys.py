@@ -70,6 +70,14 @@ class Keys:
         """Redis list of a region's Celery queue (kombu prefixes broker keys with ``broker_prefix``)."""
         return f"{self.broker_prefix}{queue_name(region, priority)}"
 
+    def running(self) -> str:
+        """Sorted set of running jobs' record keys, scored by lease deadline (ms): the router's watch list."""
+        return f"{self.prefix}:running"
+
+    def outbox(self) -> str:
+        """Sorted set of jobs owed a queue message (requeued after a lost lease), until one is sent."""
+        return f"{self.prefix}:outbox"
+
     def router_lock(self) -> str:
         """String naming the active router; its TTL lets a standby take over when the holder dies."""
         return f"{self.prefix}:router-lock"

@@ -80,6 +80,7 @@ def build_runner(settings: Settings) -> JobRunner:
         worker_id=worker_id(settings),
         lease_s=settings.lease_s,
         max_image_pixels=settings.max_image_pixels,
+        region=settings.region,
     )
 
 

@@ -1,11 +1,13 @@
-"""``python -m worker.router``: moves the queued work of dead regions to healthy ones.
+"""``python -m worker.router``: moves the work of dead regions and dead workers to healthy ones.
 
 One copy is active at a time: it holds a Redis lock with a TTL and renews it every tick; other copies
 stand by and take over once the holder stops renewing (it died), within the lock's TTL.
 Every ~0.5 s the active copy reads region health from the heartbeats and, for each region without a live
 worker, moves its queued messages (interactive, then batch) to the healthy region with the least queued
-work per live worker. Jobs pinned to their region stay. A message that moves twice, or that a dead worker's
-restore brings back, is harmless: the fenced claim runs each job once.
+work per live worker (jobs pinned to their region stay); and every running job whose lease expired (its
+worker died or froze) gets a new token and a new message, in a healthy region unless pinned. A message
+that moves twice, or that a dead worker's restore brings back, is harmless: the fenced claim runs each
+job once, and a run that lost its lease can neither renew nor finish.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from celery import Celery
 
-from shared.keys import BATCH, INTERACTIVE, Keys
+from shared.celery_app import dispatch_segment, make_celery
+from shared.jobstore import JobStatus, JobStore
+from shared.keys import BATCH, INTERACTIVE
 from shared.queues import Queues
 from shared.regions import region_summaries
 from shared.settings import Settings
@@ -68,15 +73,19 @@ class Move:
 
 
 class Router:
-    def __init__(self, client: redis.Redis, keys: Keys, regions: list[str]) -> None:
-        self.client = client
-        self.keys = keys
+    def __init__(self, store: JobStore, celery: Celery, regions: list[str]) -> None:
+        self.store = store
+        self.client = store.redis
+        self.keys = store.keys
+        self.celery = celery
         self.regions = regions
-        self.queues = Queues(client, keys)
+        self.queues = Queues(store.redis, store.keys)
 
     def tick(self) -> list[Move]:
         summaries = region_summaries(self.client, self.keys, self.regions)
         healthy = {s["region"]: s for s in summaries if s["healthy"]}
+        self.requeue_lost_runs()
+        self.send_owed_messages(healthy)
         if not healthy:
             return []  # nowhere to go: the work waits until a region is back
         moves = []
@@ -99,18 +108,44 @@ class Router:
                     )
         return moves
 
+    def requeue_lost_runs(self) -> int:
+        """Jobs whose lease expired get a new token and go to the outbox; returns how many."""
+        requeued = 0
+        for job_id in self.store.expired_leases():
+            outcome = self.store.requeue_if_lease_expired(job_id)
+            if outcome == "requeued":
+                requeued += 1
+                log.warning("lease of %s expired: requeued with a new token", job_id)
+        return requeued
+
+    def send_owed_messages(self, healthy: dict[str, dict[str, Any]]) -> None:
+        """A message for every job in the outbox, to its region if healthy (or pinned), else the least
+        loaded healthy one. Sent before the entry is removed: a crash between the two sends a duplicate,
+        which the fenced claim drops, never nothing."""
+        for job_id in self.store.owed_messages():
+            job = self.store.get(job_id)
+            if job is None or job.status is not JobStatus.QUEUED:
+                self.store.message_sent(job_id)
+                continue
+            pinned = job.request.get("region_policy") == "require"
+            region = job.region
+            if not pinned and region not in healthy and healthy:
+                region = min(healthy, key=lambda name: (_load(healthy[name]), name))
+                self.store.move_to_region(job_id, region)
+            dispatch_segment(self.celery, job.id, job.token, region, job.priority, pinned)
+            self.store.message_sent(job_id)
+            if region in healthy:
+                healthy[region][f"queued_{job.priority}"] += 1
+
 
 def _load(summary: dict[str, Any]) -> float:
     return (summary["queued_interactive"] + summary["queued_batch"]) / summary["live_workers"]
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
-    client = redis.Redis.from_url(
-        settings.require_redis_url(), decode_responses=True, health_check_interval=10
-    )
-    keys = Keys(settings.key_prefix)
-    lock = RouterLock(client, keys.router_lock(), f"{socket.gethostname()}-{os.getpid()}")
-    router = Router(client, keys, settings.regions)
+    store = JobStore.from_settings(settings)
+    lock = RouterLock(store.redis, store.keys.router_lock(), f"{socket.gethostname()}-{os.getpid()}")
+    router = Router(store, make_celery(settings), settings.regions)
     active = False
     try:
         while not stop.is_set():

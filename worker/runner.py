@@ -31,6 +31,7 @@ class JobRunner:
         worker_id: str,
         lease_s: float,
         max_image_pixels: int,
+        region: str = "",
     ) -> None:
         self.store = store
         self.storage = storage
@@ -40,6 +41,7 @@ class JobRunner:
         self.lease_s = lease_s
         self.leases = LeaseRenewer(store, lease_s)
         self.max_image_pixels = max_image_pixels
+        self.region = region  # recorded on each job it claims
         self.current_job: str | None = None  # shown in the heartbeat
 
     def status(self) -> dict[str, Any]:
@@ -48,7 +50,7 @@ class JobRunner:
 
     def run(self, job_id: str, token: str) -> str:
         """Run the job this message names; returns what happened, for the log."""
-        claim, job = self.store.claim_record(job_id, token, self.worker_id, self.lease_s)
+        claim, job = self.store.claim_record(job_id, token, self.worker_id, self.lease_s, self.region)
         if job is None:
             log.info("dropped message for %s: %s", job_id, claim.value)
             return claim.value

@@ -13,7 +13,7 @@ import pytest
 from celery import Celery
 
 from shared.celery_app import dispatch_segment
-from shared.jobstore import JobStatus, JobStore
+from shared.jobstore import ClaimResult, JobStatus, JobStore
 from shared.keys import BATCH, INTERACTIVE
 from shared.launcher import child_environment, stop_processes, wait_until
 from shared.queues import Queues
@@ -47,7 +47,7 @@ def test_one_router_holds_the_lock_and_a_standby_takes_over(store: JobStore) -> 
 def test_a_tick_moves_nothing_without_a_healthy_region(store: JobStore, celery_app: Celery) -> None:
     job = new_job(store, data_url_of_scene(50)[0], ["largest shape"], owner="owner-r0")
     dispatch_segment(celery_app, job.id, job.token, DEAD, INTERACTIVE)
-    assert Router(store.redis, store.keys, [REGION, DEAD]).tick() == []
+    assert Router(store, celery_app, [REGION, DEAD]).tick() == []
     assert Queues(store.redis, store.keys).length(DEAD, INTERACTIVE) == 1
     store.redis.delete(store.keys.queue(DEAD, INTERACTIVE))
 
@@ -85,6 +85,22 @@ def test_work_queued_in_a_dead_region_runs_in_a_healthy_one(
         dispatch_segment(celery_app, job.id, job.token, DEAD, BATCH if index % 2 else INTERACTIVE)
     done = [wait_terminal(store, job.id) for job in jobs]
     assert all(job.status is JobStatus.SUCCEEDED for job in done)
+    assert {job.region for job in done} == {REGION}  # the claim records where each ran
     assert store.usage("owner-r1") == (6, 6 * 120_000)  # each billed once
     assert "moved" in router_process.read_text()
     assert store.redis.get(store.keys.router_lock()) is not None  # the router process holds the lock
+
+
+def test_a_run_whose_worker_died_is_run_again_elsewhere_once(
+    store: JobStore, worker: Path, router_process: Path
+) -> None:
+    job = new_job(store, data_url_of_scene(52)[0], ["largest shape"], owner="owner-r2")
+    # A worker claims it and dies without renewing its lease (no message is left anywhere).
+    assert store.claim(job.id, job.token, "ghost-worker", 1.0, region=DEAD) is ClaimResult.CLAIMED
+    done = wait_terminal(store, job.id, timeout_s=30)
+    assert (done.status, done.attempt, done.region) == (JobStatus.SUCCEEDED, 2, REGION)
+    assert done.worker != "ghost-worker"
+    assert store.usage("owner-r2") == (1, 120_000)
+    # The dead run's late result is refused.
+    assert store.succeed(job, job.token, outputs=[], prompt_results=[], metrics={}) is None
+    assert "requeued with a new token" in router_process.read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import fakeredis
 import pytest
 
@@ -162,3 +164,37 @@ def test_list_pages_newest_first_with_status_filter(store: JobStore) -> None:
     canceled = store.list_for_owner("alice", status=JobStatus.CANCELED)
     assert [job.id for job in canceled.jobs] == [ids[2]]
     assert canceled.next_cursor is None
+
+
+def test_a_run_whose_lease_expired_is_requeued_with_a_new_token(store: JobStore) -> None:
+    job, _ = new_job(store)
+    assert store.claim(job.id, job.token, "w1", 0.05, region="eu-west") is ClaimResult.CLAIMED
+    assert store.get(job.id).region == "eu-west"  # where it runs
+    assert store.expired_leases() == []
+    time.sleep(0.08)
+    assert store.expired_leases() == [job.id]
+    assert store.requeue_if_lease_expired(job.id) == "requeued"
+    again = store.get(job.id)
+    assert (again.status, again.attempt) == (JobStatus.QUEUED, 2) and again.token != job.token
+    assert store.owed_messages() == [job.id] and store.expired_leases() == []
+    # The old run can neither renew nor finish; the new token claims and succeeds, billed once.
+    assert store.renew_lease(job.id, job.token, 10) is LeaseState.LOST
+    assert store.succeed(job, job.token, outputs=[], prompt_results=[], metrics={}) is None
+    assert store.claim(job.id, again.token, "w2", 10) is ClaimResult.CLAIMED
+    assert store.succeed(again, again.token, outputs=[], prompt_results=[], metrics={}) is JobStatus.SUCCEEDED
+    assert store.usage("alice") == (1, PRICE)
+    store.message_sent(job.id)
+    assert store.owed_messages() == []
+
+
+def test_a_live_lease_is_left_alone_and_a_canceled_run_ends(store: JobStore) -> None:
+    job, _ = new_job(store)
+    store.claim(job.id, job.token, "w1", 10)
+    assert store.requeue_if_lease_expired(job.id) == "held"
+    other, _ = new_job(store)
+    store.claim(other.id, other.token, "w1", 0.05)
+    store.cancel("alice", other.id)
+    time.sleep(0.08)
+    assert store.requeue_if_lease_expired(other.id) == "canceled"
+    assert store.get(other.id).status is JobStatus.CANCELED and store.owed_messages() == []
+    assert store.requeue_if_lease_expired("seg_000000000000000000000000") == "not_running"
