@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,18 +28,21 @@ JOB_TIMEOUT_S = 60
 
 
 @contextmanager
-def serve_pngs(images: dict[str, bytes]) -> Iterator[str]:
+def serve_pngs(images: dict[str, bytes], delays_s: dict[str, float] | None = None) -> Iterator[str]:
     """A loopback HTTP server for PNGs by name (added to ``images`` at any time); yields its base URL.
 
-    The demo and the tests fetch sample images over HTTP the way real jobs do.
+    The demo and the tests fetch sample images over HTTP the way real jobs do; ``delays_s`` makes some
+    answers slow, for tests that need a job to be running at a given moment.
     """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = images.get(self.path.lstrip("/"))
+            name = self.path.lstrip("/")
+            body = images.get(name)
             if body is None:
                 self.send_error(404)
                 return
+            time.sleep((delays_s or {}).get(name, 0.0))
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
             self.send_header("Content-Length", str(len(body)))

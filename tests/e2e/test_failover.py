@@ -1,0 +1,85 @@
+"""Chaos: every worker of a region is killed while it runs one job and has 39 queued. Real processes.
+
+Correctness only (every job succeeds in the surviving region, each claimed to completion once and billed
+once, the killed run's job on its second attempt); how fast it happens is measured by bench/failover.py.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api.auth import OWNER_ID_CHARS
+from shared.client import SmartsegClient
+from shared.credentials import hash_api_key
+from shared.demo import serve_pngs
+from shared.jobstore import JobStore
+from shared.launcher import Stack
+from shared.scenes import generate_scene
+from shared.settings import Settings
+
+pytestmark = pytest.mark.e2e
+DOOMED, SURVIVOR = "us-east", "eu-west"
+SLOW_FETCH_S = 0.8
+FAILOVER_TIMEOUT_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def image_urls() -> Iterator[tuple[str, str]]:
+    buffer = io.BytesIO()
+    generate_scene(seed=60).image.save(buffer, format="PNG")
+    images = {"fast.png": buffer.getvalue(), "slow.png": buffer.getvalue()}
+    with serve_pngs(images, delays_s={"slow.png": SLOW_FETCH_S}) as base:
+        yield f"{base}/fast.png", f"{base}/slow.png"
+
+
+@pytest.fixture(scope="module")
+def chaos_stack(
+    service_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Stack, str]]:
+    api_key = f"sk-chaos-{secrets.token_hex(8)}"
+    settings = service_settings.updated(
+        key_prefix=f"chaos-{secrets.token_hex(4)}",
+        regions=[DOOMED, SURVIVOR],
+        api_key_hashes=[hash_api_key(api_key)],
+        fetch_allowed_networks=["127.0.0.0/8"],
+        api_port=0,
+        lease_s=3.0,  # renewed every second; a dead worker's run is picked up 3 s after its last renewal
+    )
+    stack = Stack(settings, Path(tmp_path_factory.mktemp("chaos"))).start()
+    yield stack, api_key
+    stack.stop()
+
+
+def test_killing_a_region_moves_its_work_and_runs_each_job_once(
+    chaos_stack: tuple[Stack, str], image_urls: tuple[str, str]
+) -> None:
+    stack, api_key = chaos_stack
+    fast, slow = image_urls
+    with SmartsegClient(stack.api_url, api_key) as client:
+        running = client.create({"image_url": slow, "prompt": "largest shape", "region": DOOMED})
+        deadline = time.monotonic() + 10
+        while client.get(running["id"])["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.get(running["id"])["status"] == "running"
+        queued = [
+            client.create({"image_url": fast if i else slow, "prompt": "largest shape", "region": DOOMED})
+            for i in range(39)
+        ]
+        assert {job["region"] for job in queued} == {DOOMED}  # its heartbeat was still fresh
+        os.killpg(stack.workers[DOOMED].pid, signal.SIGKILL)
+        done = [client.wait(job["id"], timeout_s=FAILOVER_TIMEOUT_S) for job in [running, *queued]]
+    assert [job["status"] for job in done] == ["succeeded"] * 40
+    assert {job["region"] for job in done} == {SURVIVOR}
+    assert done[0]["attempts"] == 2  # the killed run's job ran again with a new token
+    assert all(job["attempts"] == 1 for job in done[1:])
+    assert all(job["billing"]["billed"] for job in done)
+    owner = hash_api_key(api_key)[:OWNER_ID_CHARS]
+    assert JobStore.from_settings(stack.settings).usage(owner)[0] == 40  # billed once each
