@@ -83,3 +83,32 @@ def test_killing_a_region_moves_its_work_and_runs_each_job_once(
     assert all(job["billing"]["billed"] for job in done)
     owner = hash_api_key(api_key)[:OWNER_ID_CHARS]
     assert JobStore.from_settings(stack.settings).usage(owner)[0] == 40  # billed once each
+
+
+def test_a_frozen_worker_resumed_after_its_lease_cannot_finish(
+    chaos_stack: tuple[Stack, str], image_urls: tuple[str, str]
+) -> None:
+    stack, api_key = chaos_stack
+    _, slow = image_urls
+    worker = stack.start_worker(DOOMED)  # a fresh worker where the last one was killed
+    stack.wait_for_workers()
+    with SmartsegClient(stack.api_url, api_key) as client:
+        job = client.create({"image_url": slow, "prompt": "largest shape", "region": DOOMED})
+        deadline = time.monotonic() + 10
+        while client.get(job["id"])["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(worker.pid, signal.SIGSTOP)  # frozen mid-fetch: no renewals, no heartbeat
+        try:
+            done = client.wait(job["id"], timeout_s=FAILOVER_TIMEOUT_S)
+        finally:
+            os.killpg(worker.pid, signal.SIGCONT)
+        assert (done["status"], done["attempts"], done["region"]) == ("succeeded", 2, SURVIVOR)
+        log = stack.run_dir / f"worker-{DOOMED}.log"
+        deadline = time.monotonic() + 20
+        while f"job {job['id']} lost" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert f"job {job['id']} lost" in log.read_text()  # the resumed run found its lease gone
+        after = client.get(job["id"])
+    assert after["outputs"] and all(f"/{job['id']}/2/" in output["url"] for output in after["outputs"])
+    assert [o["filename"] for o in after["outputs"]] == [o["filename"] for o in done["outputs"]]
+    assert after["billing"]["billed"] and after["attempts"] == 2
