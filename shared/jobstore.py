@@ -69,6 +69,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], seq, ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[5], redis.call('TIME')[1], KEYS[1])
 if idem ~= '' then redis.call('SET', idem, ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV[3]) end
 return {'created', ARGV[1]}
 """
@@ -86,6 +87,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 'stale' end
 if status ~= 'queued' then return 'not_queued' end
+redis.call('ZREM', ARGV[6] .. redis.call('HGET', KEYS[1], 'region'), KEYS[1])
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3], 'worker', ARGV[2])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'region', ARGV[5]) end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
@@ -131,6 +133,7 @@ end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'token', ARGV[1], 'attempt', tonumber(job[3] or '1') + 1)
 redis.call('HDEL', KEYS[1], 'worker', 'started_at')
 redis.call('ZADD', KEYS[4], now_ms, KEYS[1])
+redis.call('ZADD', ARGV[4] .. redis.call('HGET', KEYS[1], 'region'), clock[1], KEYS[1])
 return 'requeued'
 """
 )
@@ -161,10 +164,24 @@ redis.call('PUBLISH', ARGV[5], status)
 return status
 """
 
+# KEYS: job, the new region's queued index. ARGV: new region, queued-key prefix, region it is indexed in.
+_MOVE_QUEUED = """
+local job = redis.call('HMGET', KEYS[1], 'status', 'region')
+if job[1] ~= 'queued' then
+  redis.call('ZREM', ARGV[2] .. ARGV[3], KEYS[1])  -- ran, ended or expired meanwhile
+  return 0
+end
+redis.call('ZREM', ARGV[2] .. job[2], KEYS[1])
+redis.call('HSET', KEYS[1], 'region', ARGV[1])
+redis.call('ZADD', KEYS[2], redis.call('TIME')[1], KEYS[1])
+return 1
+"""
+
 _CANCEL = """
 local job = redis.call('HMGET', KEYS[1], 'status', 'owner')
 if not job[1] or job[2] ~= ARGV[1] then return 'missing' end
 if job[1] == 'queued' then
+  redis.call('ZREM', ARGV[4] .. redis.call('HGET', KEYS[1], 'region'), KEYS[1])
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2], 'cancel_requested', '1')
   redis.call('PUBLISH', ARGV[3], 'canceled')
   return 'canceled'
@@ -293,6 +310,7 @@ class JobStore:
         self._finish = client.register_script(_FINISH)
         self._cancel = client.register_script(_CANCEL)
         self._requeue = client.register_script(_REQUEUE)
+        self._move_queued = client.register_script(_MOVE_QUEUED)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStore:
@@ -337,7 +355,13 @@ class JobStore:
         }
         idem_key = self.keys.idempotency(owner, idempotency_key_hash) if idempotency_key_hash else ""
         outcome, found_id = self._create(
-            keys=[self.keys.job(job_id), self.keys.owner_jobs(owner), self.keys.sequence(), idem_key],
+            keys=[
+                self.keys.job(job_id),
+                self.keys.owner_jobs(owner),
+                self.keys.sequence(),
+                idem_key,
+                self.keys.queued(region),
+            ],
             args=[job_id, self.job_ttl_s, self.idempotency_ttl_s, request_hash or "", *_flatten(fields)],
         )
         if outcome == "conflict":
@@ -401,7 +425,7 @@ class JobStore:
         ``region`` (the claiming worker's) becomes the job's: where it runs, after any move."""
         result = self._claim(
             keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.running()],
-            args=[token, worker_id, repr(time.time()), int(lease_s * 1000), region],
+            args=[token, worker_id, repr(time.time()), int(lease_s * 1000), region, self.keys.queued()],
         )
         if isinstance(result, str):
             return ClaimResult(result), None
@@ -439,7 +463,7 @@ class JobStore:
     def cancel(self, owner: str, job_id: str) -> CancelResult:
         result = self._cancel(
             keys=[self.keys.job(job_id)],
-            args=[owner, repr(time.time()), self.keys.finished_channel(job_id)],
+            args=[owner, repr(time.time()), self.keys.finished_channel(job_id), self.keys.queued()],
         )
         if result == "missing":
             raise NotFound(f"no segmentation with id {job_id!r}")
@@ -459,7 +483,7 @@ class JobStore:
         """'requeued' (new token, attempt + 1, in the outbox), 'held', 'canceled' or 'not_running'."""
         result: str = self._requeue(
             keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.running(), self.keys.outbox()],
-            args=[new_token(), repr(time.time()), self.keys.finished_channel(job_id)],
+            args=[new_token(), repr(time.time()), self.keys.finished_channel(job_id), self.keys.queued()],
         )
         return result
 
@@ -471,9 +495,22 @@ class JobStore:
     def message_sent(self, job_id: str) -> None:
         self.redis.zrem(self.keys.outbox(), self.keys.job(job_id))
 
-    def move_to_region(self, job_id: str, region: str) -> None:
-        """Record where a queued job's message now goes (a claim records where it actually ran)."""
-        self.redis.hset(self.keys.job(job_id), "region", region)
+    def move_to_region(self, job_id: str, region: str, indexed_in: str) -> bool:
+        """Record where a queued job's message now goes (a claim records where it actually ran).
+        False, and its entry in ``indexed_in``'s queued index dropped, if it is no longer queued."""
+        return bool(
+            self._move_queued(
+                keys=[self.keys.job(job_id), self.keys.queued(region)],
+                args=[region, self.keys.queued(), indexed_in],
+            )
+        )
+
+    def queued_in(self, region: str, entered_before: float, limit: int = 1000) -> list[str]:
+        """Ids of jobs queued in ``region`` since before ``entered_before`` (a Unix time)."""
+        members = self.redis.zrangebyscore(
+            self.keys.queued(region), "-inf", entered_before, start=0, num=limit
+        )
+        return [_job_id_of(str(member)) for member in members]
 
     def usage(self, owner: str) -> tuple[int, int]:
         """(billed runs, billed micro-USD) of an owner."""

@@ -70,6 +70,11 @@ class Keys:
         """Redis list of a region's Celery queue (kombu prefixes broker keys with ``broker_prefix``)."""
         return f"{self.broker_prefix}{queue_name(region, priority)}"
 
+    def queued(self, region: str = "") -> str:
+        """Sorted set of a region's queued jobs' record keys (scored by when they entered it): what the
+        router re-sends when a dead worker took a message with it. ``queued()`` is the prefix of these."""
+        return f"{self.prefix}:queued:{region}"
+
     def running(self) -> str:
         """Sorted set of running jobs' record keys, scored by lease deadline (ms): the router's watch list."""
         return f"{self.prefix}:running"

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +107,33 @@ class Router:
                     log.warning(
                         "moved %d %s messages from %s to %s", moved, priority, summary["region"], target
                     )
+            self.resend_queued_jobs(summary["region"], healthy)
         return moves
+
+    def resend_queued_jobs(self, dead: str, healthy: dict[str, dict[str, Any]]) -> int:
+        """A new message, in a healthy region, for every job still queued in a dead one.
+
+        A worker killed while blocked in BRPOP takes the message Redis just handed it along (kombu records
+        it as unacked only once it has read it), so a queued job can have no message anywhere. The moved
+        messages above make most of these duplicates, which the fenced claim drops. The message is sent
+        before the job's index entry moves: a crash in between means one more duplicate, never none.
+        Pinned jobs stay and wait for their region."""
+        sent = 0
+        for job_id in self.store.queued_in(dead, entered_before=time.time()):
+            job = self.store.get(job_id)
+            if job is None or job.status is not JobStatus.QUEUED:
+                self.store.move_to_region(job_id, dead, dead)  # drops the stale entry
+                continue
+            if job.request.get("region_policy") == "require":
+                continue
+            target = min(healthy, key=lambda name: (_load(healthy[name]), name))
+            dispatch_segment(self.celery, job.id, job.token, target, job.priority)
+            if self.store.move_to_region(job_id, target, dead):
+                healthy[target][f"queued_{job.priority}"] += 1
+                sent += 1
+        if sent:
+            log.warning("re-sent %d queued jobs of %s", sent, dead)
+        return sent
 
     def requeue_lost_runs(self) -> int:
         """Jobs whose lease expired get a new token and go to the outbox; returns how many."""
@@ -131,7 +158,7 @@ class Router:
             region = job.region
             if not pinned and region not in healthy and healthy:
                 region = min(healthy, key=lambda name: (_load(healthy[name]), name))
-                self.store.move_to_region(job_id, region)
+                self.store.move_to_region(job_id, region, job.region)
             dispatch_segment(self.celery, job.id, job.token, region, job.priority, pinned)
             self.store.message_sent(job_id)
             if region in healthy:

@@ -112,3 +112,29 @@ def test_a_frozen_worker_resumed_after_its_lease_cannot_finish(
     assert after["outputs"] and all(f"/{job['id']}/2/" in output["url"] for output in after["outputs"])
     assert [o["filename"] for o in after["outputs"]] == [o["filename"] for o in done["outputs"]]
     assert after["billing"]["billed"] and after["attempts"] == 2
+
+
+def test_a_standby_router_takes_over_when_the_active_one_is_killed(
+    chaos_stack: tuple[Stack, str], image_urls: tuple[str, str]
+) -> None:
+    stack, api_key = chaos_stack
+    fast, _ = image_urls
+    active = stack.router
+    assert active is not None
+    stack.start_router()  # the standby: it waits for the lock
+    worker = stack.workers[DOOMED]
+    owner = hash_api_key(api_key)[:OWNER_ID_CHARS]
+    store = JobStore.from_settings(stack.settings)
+    billed_before = store.usage(owner)[0]
+    with SmartsegClient(stack.api_url, api_key) as client:
+        os.killpg(worker.pid, signal.SIGSTOP)  # nothing is consumed; its heartbeat is still fresh
+        jobs = [
+            client.create({"image_url": fast, "prompt": "largest shape", "region": DOOMED}) for _ in range(20)
+        ]
+        assert {job["region"] for job in jobs} == {DOOMED}
+        os.killpg(active.pid, signal.SIGKILL)  # the active router dies with the region
+        os.killpg(worker.pid, signal.SIGKILL)
+        done = [client.wait(job["id"], timeout_s=FAILOVER_TIMEOUT_S) for job in jobs]
+    assert [job["status"] for job in done] == ["succeeded"] * 20
+    assert {job["region"] for job in done} == {SURVIVOR}
+    assert store.usage(owner)[0] - billed_before == 20  # nothing lost, nothing run twice
