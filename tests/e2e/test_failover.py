@@ -138,3 +138,20 @@ def test_a_standby_router_takes_over_when_the_active_one_is_killed(
     assert [job["status"] for job in done] == ["succeeded"] * 20
     assert {job["region"] for job in done} == {SURVIVOR}
     assert store.usage(owner)[0] - billed_before == 20  # nothing lost, nothing run twice
+
+
+def test_a_region_that_comes_back_gets_its_jobs_again(
+    chaos_stack: tuple[Stack, str], image_urls: tuple[str, str]
+) -> None:
+    stack, api_key = chaos_stack
+    fast, _ = image_urls
+    stack.start_worker(DOOMED)
+    stack.wait_for_workers()
+    with SmartsegClient(stack.api_url, api_key) as client:
+        deadline = time.monotonic() + 10  # the API re-reads heartbeats at most once a second
+        job = client.create({"image_url": fast, "prompt": "largest shape", "region": DOOMED})
+        while job["region"] != DOOMED and time.monotonic() < deadline:
+            time.sleep(0.2)
+            job = client.create({"image_url": fast, "prompt": "largest shape", "region": DOOMED})
+        done = client.wait(job["id"], timeout_s=FAILOVER_TIMEOUT_S)
+    assert (done["status"], done["region"]) == ("succeeded", DOOMED)
