@@ -99,7 +99,7 @@ class Router:
             ):
                 if not queued:
                     continue
-                target = min(healthy, key=lambda name: (_load(healthy[name]), name))
+                target = _least_loaded(healthy)
                 moved = self.queues.move(summary["region"], target, priority)
                 if moved:
                     healthy[target][f"queued_{priority}"] += moved
@@ -126,7 +126,7 @@ class Router:
                 continue
             if job.request.get("region_policy") == "require":
                 continue
-            target = min(healthy, key=lambda name: (_load(healthy[name]), name))
+            target = _least_loaded(healthy)
             dispatch_segment(self.celery, job.id, job.token, target, job.priority)
             if self.store.move_to_region(job_id, target, dead):
                 healthy[target][f"queued_{job.priority}"] += 1
@@ -157,7 +157,7 @@ class Router:
             pinned = job.request.get("region_policy") == "require"
             region = job.region
             if not pinned and region not in healthy and healthy:
-                region = min(healthy, key=lambda name: (_load(healthy[name]), name))
+                region = _least_loaded(healthy)
                 self.store.move_to_region(job_id, region, job.region)
             dispatch_segment(self.celery, job.id, job.token, region, job.priority, pinned)
             self.store.message_sent(job_id)
@@ -165,8 +165,14 @@ class Router:
                 healthy[region][f"queued_{job.priority}"] += 1
 
 
-def _load(summary: dict[str, Any]) -> float:
-    return (summary["queued_interactive"] + summary["queued_batch"]) / summary["live_workers"]
+def _least_loaded(healthy: dict[str, dict[str, Any]]) -> str:
+    """The healthy region with the least queued work per live worker (ties: by name)."""
+
+    def load(name: str) -> tuple[float, str]:
+        summary = healthy[name]
+        return (summary["queued_interactive"] + summary["queued_batch"]) / summary["live_workers"], name
+
+    return min(healthy, key=load)
 
 
 def run(settings: Settings, stop: threading.Event) -> None:

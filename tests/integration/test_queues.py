@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,10 @@ from celery import Celery
 from shared.celery_app import dispatch_segment
 from shared.jobstore import JobStatus, JobStore
 from shared.keys import BATCH, INTERACTIVE, queue_name
-from shared.launcher import stop_processes, wait_until
 from shared.queues import Queues
 from shared.regions import live_workers
 from shared.settings import Settings
-from tests.integration.worker_jobs import REGION, data_url_of_scene, new_job, start_worker, wait_terminal
+from tests.integration.worker_jobs import REGION, data_url_of_scene, new_job, wait_terminal
 
 pytestmark = pytest.mark.integration
 DEAD = "int-dead"
@@ -80,15 +78,6 @@ def test_messages_of_pinned_jobs_stay_in_their_region(
     assert set(routing_keys(store, DEAD, BATCH)) == {queue_name(DEAD, BATCH)}
     assert job_ids(store, REGION, BATCH)[len(before) :] == [jobs[1].id, jobs[2].id, jobs[4].id]
     store.redis.delete(store.keys.queue(DEAD, BATCH))
-
-
-@pytest.fixture(scope="module")
-def worker(settings: Settings, store: JobStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    log_path = Path(tmp_path_factory.mktemp("queues-worker")) / "worker.log"
-    process = start_worker(settings, REGION, log_path)
-    wait_until(lambda: bool(live_workers(store.redis, store.keys, REGION)), "worker heartbeat")
-    yield log_path
-    stop_processes([process])
 
 
 def test_moved_messages_run_in_the_new_region(

@@ -15,11 +15,10 @@ from celery import Celery
 from shared.celery_app import dispatch_segment
 from shared.jobstore import ClaimResult, JobStatus, JobStore
 from shared.keys import BATCH, INTERACTIVE
-from shared.launcher import child_environment, stop_processes, wait_until
+from shared.launcher import child_environment, stop_processes
 from shared.queues import Queues
-from shared.regions import live_workers
 from shared.settings import Settings
-from tests.integration.worker_jobs import REGION, data_url_of_scene, new_job, start_worker, wait_terminal
+from tests.integration.worker_jobs import REGION, data_url_of_scene, new_job, wait_terminal
 from worker.router import Router, RouterLock
 
 pytestmark = pytest.mark.integration
@@ -63,15 +62,6 @@ def router_process(settings: Settings, tmp_path_factory: pytest.TempPathFactory)
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    yield log_path
-    stop_processes([process])
-
-
-@pytest.fixture(scope="module")
-def worker(settings: Settings, store: JobStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    log_path = Path(tmp_path_factory.mktemp("router-worker")) / "worker.log"
-    process = start_worker(settings, REGION, log_path)
-    wait_until(lambda: bool(live_workers(store.redis, store.keys, REGION)), "worker heartbeat")
     yield log_path
     stop_processes([process])
 

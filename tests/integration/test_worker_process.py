@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from PIL import Image
 from shared import cli
 from shared.celery_app import dispatch_segment, make_celery
 from shared.jobstore import JobStatus, JobStore
-from shared.launcher import stop_processes, wait_until
+from shared.launcher import stop_processes
 from shared.regions import live_workers
 from shared.settings import Settings
 from shared.storage import MaskStorage
@@ -27,15 +26,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def settings(service_settings: Settings) -> Settings:
     return service_settings.updated(key_prefix=f"int-{secrets.token_hex(4)}", regions=[REGION])
-
-
-@pytest.fixture(scope="module")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory, store: JobStore) -> Iterator[Path]:
-    log_path = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
-    process = start_worker(settings, REGION, log_path)
-    wait_until(lambda: bool(live_workers(store.redis, store.keys, REGION)), "worker heartbeat")
-    yield log_path
-    stop_processes([process])
 
 
 def test_worker_runs_a_job_and_uploads_the_mask(

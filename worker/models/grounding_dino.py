@@ -129,6 +129,8 @@ class GroundingDinoDetector:
 
     def _groups_that_fit(self, phrases: Sequence[str]) -> list[list[str]]:
         """Usually one group; a caption longer than the text encoder's window is split."""
+        if len(self.processor.tokenizer(caption_of(phrases))["input_ids"]) <= self.max_tokens:
+            return [list(phrases)]  # the common case: one tokenization, not one per phrase
         groups: list[list[str]] = [[]]
         for phrase in phrases:
             candidate = [*groups[-1], phrase]
