@@ -15,6 +15,7 @@ from shared.celery_app import make_celery
 from shared.fetch import FetchLimits, fetch_limits
 from shared.jobstore import JobStore
 from shared.keys import Keys
+from shared.redis_connection import async_redis_client
 from shared.settings import Settings
 from shared.storage import MaskStorage
 
@@ -35,7 +36,7 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         keys = Keys(settings.key_prefix)
-        client_async = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+        client_async = async_redis_client(settings.require_redis_url())
         return cls(
             settings=settings,
             store=JobStore.from_settings(settings),

@@ -13,6 +13,9 @@ SEGMENT_TASK = "smartseg.segment"
 # the defaults (10 * 10) leave a killed worker's messages stranded for minutes.
 UNACKED_RESTORE_INTERVAL_S = 2
 UNACKED_RESTORE_THROTTLE = 1
+# Sending a message retries about as long as the Redis clients do (shared/redis_connection.py), so a
+# restarting Redis delays a submit instead of failing it.
+PUBLISH_RETRY_POLICY = {"max_retries": 8, "interval_start": 0, "interval_step": 0.25, "interval_max": 1}
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -31,6 +34,7 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=[Queue(name) for region in settings.regions for name in region_queues(region)],
         task_default_queue=queue_name(settings.default_region, INTERACTIVE),
         broker_connection_retry_on_startup=True,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             "queue_order_strategy": "priority",

@@ -14,11 +14,10 @@ import redis
 
 from shared.errors import IdempotencyConflict, JobAlreadyFinished, NotFound
 from shared.keys import Keys
+from shared.redis_connection import redis_client
 from shared.settings import Settings
 
 MICRO_USD = 1_000_000
-# An idle pooled connection is pinged before reuse after this long, so a restarted Redis is noticed.
-REDIS_HEALTH_CHECK_S = 10
 DEFAULT_PAGE_SIZE = 20
 # Status-filtered listing scans at most this many records per page before returning a cursor.
 MAX_SCAN_PER_PAGE = 500
@@ -141,6 +140,10 @@ return 'requeued'
 # Ends a running job held by ARGV[1]. A cancel that raced in turns a success into `canceled`, unbilled.
 _FINISH = """
 local job = redis.call('HMGET', KEYS[1], 'status', 'token', 'cancel_requested')
+-- The same token again after the job ended: this run's own write, repeated because its reply was lost.
+if job[2] == ARGV[1] and (job[1] == 'succeeded' or job[1] == 'failed' or job[1] == 'canceled') then
+  return job[1]
+end
 if job[1] ~= 'running' or job[2] ~= ARGV[1] then return 'refused' end
 local status = ARGV[2]
 local bill = tonumber(ARGV[4])
@@ -315,9 +318,7 @@ class JobStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStore:
         """The store on the settings' Redis; the connection opens on first use."""
-        client = redis.Redis.from_url(
-            settings.require_redis_url(), decode_responses=True, health_check_interval=REDIS_HEALTH_CHECK_S
-        )
+        client = redis_client(settings.require_redis_url())
         return cls(
             client,
             Keys(settings.key_prefix),

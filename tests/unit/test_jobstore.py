@@ -63,9 +63,12 @@ def test_success_bills_exactly_once(store: JobStore) -> None:
         job, job.token, outputs=[{"key": "k"}], prompt_results=[], metrics={"total_s": 1.0}
     )
     assert outcome is JobStatus.SUCCEEDED
-    # A second finish (duplicate run, late worker) is refused and bills nothing.
-    assert store.succeed(job, job.token, outputs=[], prompt_results=[], metrics={}) is None
-    assert store.fail(job, job.token, error={"code": "x", "message": "y"}, metrics={}) is None
+    # The same run writing again (its reply was lost to a Redis restart) learns how the job ended, and
+    # changes and bills nothing; only a claim holds a token, so no other run can carry this one.
+    assert store.succeed(job, job.token, outputs=[], prompt_results=[], metrics={}) is JobStatus.SUCCEEDED
+    assert store.fail(job, job.token, error={"code": "x", "message": "y"}, metrics={}) is JobStatus.SUCCEEDED
+    # Any other token (a stale or taken-over run) is refused.
+    assert store.succeed(job, "old-token", outputs=[], prompt_results=[], metrics={}) is None
     done = store.get(job.id)
     assert done.status is JobStatus.SUCCEEDED
     assert done.outputs == [{"key": "k"}]

