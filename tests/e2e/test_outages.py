@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from api.auth import OWNER_ID_CHARS
@@ -25,6 +27,8 @@ from shared.jobstore import JobStore
 from shared.launcher import EmbeddedRedis, Stack
 from shared.scenes import generate_scene
 from shared.settings import Settings
+from shared.storage import FIRST_RETRY_DELAY_S, MAX_RETRY_DELAY_S
+from tests.e2e.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 REGION = "us-east"
@@ -107,3 +111,71 @@ def test_a_redis_restart_loses_no_accepted_job(
         assert all(process is not None and process.poll() is None for process in processes)
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="module")
+def proxied_s3_stack(
+    service_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Stack, TcpProxy, str]]:
+    """A stack whose every S3 request goes through a proxy the test can cut."""
+    endpoint = urlsplit(service_settings.s3_endpoint)
+    proxy = TcpProxy(endpoint.hostname or "127.0.0.1", endpoint.port or 80)
+    api_key = f"sk-outage-{secrets.token_hex(8)}"
+    settings = _stack_settings(service_settings, api_key, s3_endpoint=f"http://127.0.0.1:{proxy.port}")
+    stack = Stack(settings, Path(tmp_path_factory.mktemp("s3-outage"))).start()
+    yield stack, proxy, api_key
+    stack.stop()
+    proxy.close()
+
+
+def _upload_budget_s(settings: Settings) -> float:
+    """How long an upload keeps retrying: the backoff sleeps between its attempts."""
+    delays = (FIRST_RETRY_DELAY_S * 2**n for n in range(settings.s3_upload_attempts - 1))
+    return sum(min(delay, MAX_RETRY_DELAY_S) for delay in delays)
+
+
+def test_a_short_s3_outage_is_ridden_out_by_retries(
+    proxied_s3_stack: tuple[Stack, TcpProxy, str], image_urls: tuple[str, str]
+) -> None:
+    stack, proxy, api_key = proxied_s3_stack
+    fast, _ = image_urls
+    outage_s = _upload_budget_s(stack.settings) / 2  # the first job's last attempts fall after it
+    with SmartsegClient(stack.api_url, api_key) as client:
+        proxy.cut()
+        try:
+            jobs = [client.create({"image_url": fast, "prompt": "largest shape"}) for _ in range(5)]
+            time.sleep(outage_s)
+        finally:
+            proxy.restore()
+        done = [client.wait(job["id"], timeout_s=JOB_TIMEOUT_S) for job in jobs]
+    assert [job["status"] for job in done] == ["succeeded"] * 5
+    assert all(job["outputs"] for job in done)
+    log = (stack.run_dir / f"worker-{REGION}.log").read_text()
+    assert f"upload of jobs/{jobs[0]['id']}/1/" in log  # it did meet the outage, and retried
+    with httpx.Client() as http:  # the masks are really there, through the same endpoint
+        assert all(http.get(job["outputs"][0]["url"]).status_code == 200 for job in done)
+
+
+def test_a_long_s3_outage_fails_jobs_with_storage_unavailable_and_leaves_none_running(
+    proxied_s3_stack: tuple[Stack, TcpProxy, str], image_urls: tuple[str, str]
+) -> None:
+    stack, proxy, api_key = proxied_s3_stack
+    fast, _ = image_urls
+    billed_before = _billed(stack, api_key)
+    outage_s = _upload_budget_s(stack.settings) * 2  # longer than one job's retries
+    with SmartsegClient(stack.api_url, api_key) as client:
+        proxy.cut()
+        try:
+            jobs = [client.create({"image_url": fast, "prompt": "largest shape"}) for _ in range(4)]
+            time.sleep(outage_s)
+        finally:
+            proxy.restore()
+        done = [client.wait(job["id"], timeout_s=JOB_TIMEOUT_S) for job in jobs]
+        after = client.wait(client.create({"image_url": fast, "prompt": "largest shape"})["id"])
+    outcomes = [(job["status"], (job.get("error") or {}).get("code")) for job in done]
+    assert outcomes[0] == ("failed", "storage_unavailable")  # its whole retry budget fell in the outage
+    assert set(outcomes) <= {("failed", "storage_unavailable"), ("succeeded", None)}
+    assert all(not job["outputs"] for job in done if job["status"] == "failed")
+    assert after["status"] == "succeeded"  # the service kept serving
+    succeeded = sum(job["status"] == "succeeded" for job in [*done, after])
+    assert _billed(stack, api_key) - billed_before == succeeded  # failures are not billed
