@@ -15,6 +15,7 @@ from shared.schemas import (
     JobUrls,
     MaskOutput,
     PromptResult,
+    RegionEvent,
     SegmentationOptions,
 )
 from shared.storage import MaskStorage
@@ -58,6 +59,7 @@ def job_view(job: JobRecord, storage: MaskStorage, presign_ttl_s: int, base_url:
         ),
         region=job.region,
         attempts=job.attempt,
+        history=[RegionEvent(**{**item, "at": iso_time(item["at"]) or ""}) for item in job.history],
         cancel_requested=job.cancel_requested,
         result=result,
         outputs=outputs,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from shared.jobstore import JobRecord
 from shared.keys import INTERACTIVE, Keys, queue_name, region_queues
 from shared.settings import Settings
 
@@ -50,17 +51,43 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-# A header on the messages of jobs pinned to their region (region_policy=require): the router leaves them.
+# Message headers the router reads without opening the job record: a job pinned to its region
+# (region_policy=require) is never moved; a job's pipeline only moves to a region that serves it.
 PINNED_HEADER = "smartseg_pinned"
+PIPELINE_HEADER = "smartseg_pipeline"
 
 
 def dispatch_segment(
-    app: Celery, job_id: str, token: str, region: str, priority: str, pinned: bool = False
+    app: Celery,
+    job_id: str,
+    token: str,
+    region: str,
+    priority: str,
+    pinned: bool = False,
+    pipeline: str | None = None,
 ) -> None:
     """Send one job's message to its region's queue; the message carries only the id and the fence token."""
+    headers: dict[str, object] = {}
+    if pinned:
+        headers[PINNED_HEADER] = True
+    if pipeline:
+        headers[PIPELINE_HEADER] = pipeline
     app.send_task(
         SEGMENT_TASK,
         kwargs={"job_id": job_id, "token": token},
         queue=queue_name(region, priority),
-        headers={PINNED_HEADER: True} if pinned else None,
+        headers=headers or None,
+    )
+
+
+def dispatch_job(app: Celery, job: JobRecord, region: str | None = None) -> None:
+    """The job's message, to ``region`` or its own, marked as its record says (pinned, pipeline)."""
+    dispatch_segment(
+        app,
+        job.id,
+        job.token,
+        region or job.region,
+        job.priority,
+        pinned=job.request.get("region_policy") == "require",
+        pipeline=job.request.get("options", {}).get("pipeline"),
     )

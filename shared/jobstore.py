@@ -18,6 +18,9 @@ from shared.redis_connection import redis_client
 from shared.settings import Settings
 
 MICRO_USD = 1_000_000
+# A new job is owed its first message: the API sends it and crosses it off the outbox at once. One still
+# there after this long (the API died in between, or Redis refused the send) is sent by the router.
+SEND_GRACE_S = 5.0
 DEFAULT_PAGE_SIZE = 20
 # Status-filtered listing scans at most this many records per page before returning a cursor.
 MAX_SCAN_PER_PAGE = 500
@@ -64,13 +67,31 @@ if idem ~= '' then
   end
 end
 local seq = redis.call('INCR', KEYS[3])
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], seq, ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[5], redis.call('TIME')[1], KEYS[1])
+local clock = redis.call('TIME')
+redis.call('ZADD', KEYS[5], clock[1], KEYS[1])
+-- owed a message: the caller sends it and crosses it off; if it dies first, the router sends it when due
+redis.call('ZADD', KEYS[6], tonumber(clock[1]) * 1000 + tonumber(ARGV[5]), KEYS[1])
 if idem ~= '' then redis.call('SET', idem, ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV[3]) end
 return {'created', ARGV[1]}
+"""
+
+# Appends to the job's region history (what GET shows as `history`): where it was queued, moved, started
+# and requeued, with the attempt and the Redis clock. Bounded: the first entry and the latest ones stay.
+_HISTORY = """
+local function record(job_key, event, region)
+  local clock = redis.call('TIME')
+  local history = cjson.decode(redis.call('HGET', job_key, 'history') or '[]')
+  if #history >= 32 then table.remove(history, 2) end
+  table.insert(history, {
+    event = event, region = region, attempt = tonumber(redis.call('HGET', job_key, 'attempt')),
+    at = tonumber(clock[1]) + tonumber(clock[2]) / 1000000,
+  })
+  redis.call('HSET', job_key, 'history', cjson.encode(history))
+end
 """
 
 # Running jobs are indexed by lease deadline (KEYS[3]) so the router finds the ones whose worker died.
@@ -81,6 +102,7 @@ local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
 _CLAIM = (
     _NOW_MS
+    + _HISTORY
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
@@ -89,6 +111,7 @@ if status ~= 'queued' then return 'not_queued' end
 redis.call('ZREM', ARGV[6] .. redis.call('HGET', KEYS[1], 'region'), KEYS[1])
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3], 'worker', ARGV[2])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'region', ARGV[5]) end
+record(KEYS[1], 'started', redis.call('HGET', KEYS[1], 'region'))
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
 redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[4]), KEYS[1])
 return redis.call('HGETALL', KEYS[1])
@@ -112,6 +135,7 @@ return 'held'
 # A cancel requested meanwhile ends it instead. KEYS: job, lease, running, outbox.
 _REQUEUE = (
     _NOW_MS
+    + _HISTORY
     + """
 local job = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'attempt')
 if job[1] ~= 'running' then
@@ -131,6 +155,7 @@ if job[2] == '1' then
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'token', ARGV[1], 'attempt', tonumber(job[3] or '1') + 1)
 redis.call('HDEL', KEYS[1], 'worker', 'started_at')
+record(KEYS[1], 'requeued', redis.call('HGET', KEYS[1], 'region'))
 redis.call('ZADD', KEYS[4], now_ms, KEYS[1])
 redis.call('ZADD', ARGV[4] .. redis.call('HGET', KEYS[1], 'region'), clock[1], KEYS[1])
 return 'requeued'
@@ -168,7 +193,9 @@ return status
 """
 
 # KEYS: job, the new region's queued index. ARGV: new region, queued-key prefix, region it is indexed in.
-_MOVE_QUEUED = """
+_MOVE_QUEUED = (
+    _HISTORY
+    + """
 local job = redis.call('HMGET', KEYS[1], 'status', 'region')
 if job[1] ~= 'queued' then
   redis.call('ZREM', ARGV[2] .. ARGV[3], KEYS[1])  -- ran, ended or expired meanwhile
@@ -177,8 +204,10 @@ end
 redis.call('ZREM', ARGV[2] .. job[2], KEYS[1])
 redis.call('HSET', KEYS[1], 'region', ARGV[1])
 redis.call('ZADD', KEYS[2], redis.call('TIME')[1], KEYS[1])
+if job[2] ~= ARGV[1] then record(KEYS[1], 'moved', ARGV[1]) end
 return 1
 """
+)
 
 _CANCEL = """
 local job = redis.call('HMGET', KEYS[1], 'status', 'owner')
@@ -247,6 +276,7 @@ class JobRecord:
     error: dict[str, Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     billed_micro_usd: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> JobRecord:
@@ -273,6 +303,7 @@ class JobRecord:
             error=json.loads(raw["error"]) if raw.get("error") else None,
             metrics=json.loads(raw.get("metrics", "{}")),
             billed_micro_usd=int(raw.get("billed_micro_usd", "0")),
+            history=json.loads(raw.get("history", "[]")),
         )
 
 
@@ -352,7 +383,7 @@ class JobStore:
             "attempt": 1,
             "created_at": repr(now),
             "filename_stem": filename_stem,
-            "regions": [region],
+            "history": [{"event": "queued", "region": region, "attempt": 1, "at": round(now, 6)}],
         }
         idem_key = self.keys.idempotency(owner, idempotency_key_hash) if idempotency_key_hash else ""
         outcome, found_id = self._create(
@@ -362,8 +393,16 @@ class JobStore:
                 self.keys.sequence(),
                 idem_key,
                 self.keys.queued(region),
+                self.keys.outbox(),
             ],
-            args=[job_id, self.job_ttl_s, self.idempotency_ttl_s, request_hash or "", *_flatten(fields)],
+            args=[
+                job_id,
+                self.job_ttl_s,
+                self.idempotency_ttl_s,
+                request_hash or "",
+                int(SEND_GRACE_S * 1000),
+                *_flatten(fields),
+            ],
         )
         if outcome == "conflict":
             raise IdempotencyConflict(
@@ -489,12 +528,19 @@ class JobStore:
         return result
 
     def owed_messages(self, limit: int = 100) -> list[str]:
-        """Ids of jobs in the outbox: queued, but their message may not have been sent yet."""
-        members = self.redis.zrange(self.keys.outbox(), 0, limit - 1)
+        """Ids of jobs in the outbox that are due: queued, but their message may not have been sent."""
+        now_ms = int(time.time() * 1000)
+        members = self.redis.zrangebyscore(self.keys.outbox(), "-inf", now_ms, start=0, num=limit)
         return [_job_id_of(str(member)) for member in members]
 
     def message_sent(self, job_id: str) -> None:
         self.redis.zrem(self.keys.outbox(), self.keys.job(job_id))
+
+    def pinned_resend_done(self, job: JobRecord) -> bool:
+        return bool(self.redis.exists(self.keys.pinned_resend(job.id, job.token)))
+
+    def record_pinned_resend(self, job: JobRecord) -> None:
+        self.redis.set(self.keys.pinned_resend(job.id, job.token), 1, ex=self.job_ttl_s)
 
     def move_to_region(self, job_id: str, region: str, indexed_in: str) -> bool:
         """Record where a queued job's message now goes (a claim records where it actually ran).

@@ -80,8 +80,13 @@ class Keys:
         return f"{self.prefix}:running"
 
     def outbox(self) -> str:
-        """Sorted set of jobs owed a queue message (requeued after a lost lease), until one is sent."""
+        """Sorted set of jobs owed a queue message (new, or requeued after a lost lease), scored by when
+        it is due (ms); an entry leaves once the message is sent."""
         return f"{self.prefix}:outbox"
+
+    def pinned_resend(self, job_id: str, token: str) -> str:
+        """String set once the router has re-sent a pinned job's message for this attempt (token)."""
+        return f"{self.prefix}:pinned-resend:{job_id}:{token}"
 
     def router_lock(self) -> str:
         """String naming the active router; its TTL lets a standby take over when the holder dies."""

@@ -5,27 +5,33 @@ kombu publishes with LPUSH and consumes with BRPOP, so the oldest message is at 
 the oldest first and puts them behind the target's own queue, keeping their order. Each message's
 ``delivery_info.routing_key`` is rewritten on the way: kombu restores an unacked message to the queue its
 routing key names, so without it a message that had moved would return to the dead region's queue.
-Messages of jobs pinned to their region (``region_policy=require``) stay where they are, in order.
+Messages of jobs pinned to their region (``region_policy=require``), and of jobs whose pipeline the target
+does not serve, stay where they are, in order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import redis
 
-from shared.celery_app import PINNED_HEADER
+from shared.celery_app import PINNED_HEADER, PIPELINE_HEADER
 from shared.keys import Keys, queue_name
 
-# KEYS: source list, target list. ARGV: old routing key, new routing key, most messages to move, pin mark.
+# KEYS: source list, target list. ARGV: old routing key, new routing key, most messages to move, pin mark,
+# pipeline header name, the target's pipelines as ",a,b," (or "*": any).
 _MOVE = """
 local old = '"routing_key": "' .. ARGV[1] .. '"'
 local new = '"routing_key": "' .. ARGV[2] .. '"'
 local moved = 0
-local pinned = {}
+local stay = {}
 while moved < tonumber(ARGV[3]) do
   local message = redis.call('RPOP', KEYS[1])
   if not message then break end
-  if string.find(message, ARGV[4], 1, true) then
-    table.insert(pinned, message)
+  local pipeline = string.match(message, '"' .. ARGV[5] .. '": "([^"]*)"')
+  if string.find(message, ARGV[4], 1, true)
+    or (pipeline and ARGV[6] ~= '*' and not string.find(ARGV[6], ',' .. pipeline .. ',', 1, true)) then
+    table.insert(stay, message)
   else
     -- the last occurrence: delivery_info is in "properties", the last member kombu writes
     local at, from = nil, 1
@@ -40,9 +46,9 @@ while moved < tonumber(ARGV[3]) do
     moved = moved + 1
   end
 end
--- pinned messages go back where they were, oldest at the consuming end
-for index = #pinned, 1, -1 do
-  redis.call('RPUSH', KEYS[1], pinned[index])
+-- the messages that stay go back where they were, oldest at the consuming end
+for index = #stay, 1, -1 do
+  redis.call('RPUSH', KEYS[1], stay[index])
 end
 return moved
 """
@@ -57,8 +63,11 @@ class Queues:
     def length(self, region: str, priority: str) -> int:
         return int(self.client.llen(self.keys.queue(region, priority)))
 
-    def move(self, source: str, target: str, priority: str, limit: int = 1000) -> int:
-        """Move up to ``limit`` queued messages of ``priority`` from region ``source`` to ``target``."""
+    def move(
+        self, source: str, target: str, priority: str, served: Iterable[str] | None = None, limit: int = 1000
+    ) -> int:
+        """Move up to ``limit`` queued messages of ``priority`` from region ``source`` to ``target``:
+        those not pinned, whose pipeline is one of ``served`` (None: any; unmarked messages always move)."""
         moved = self._move(
             keys=[self.keys.queue(source, priority), self.keys.queue(target, priority)],
             args=[
@@ -66,6 +75,8 @@ class Queues:
                 queue_name(target, priority),
                 limit,
                 f'"{PINNED_HEADER}": true',
+                PIPELINE_HEADER,
+                "*" if served is None else f",{','.join(served)},",
             ],
         )
         return int(moved)

@@ -136,6 +136,18 @@ class JobInput(BaseModel):
     options: SegmentationOptions
 
 
+class RegionEvent(BaseModel):
+    """One step of a job's way through the regions."""
+
+    event: Literal["queued", "moved", "started", "requeued"] = Field(
+        description="queued: placed at submit; moved: its region died, it went to another before running; "
+        "started: a worker there claimed it; requeued: that worker stopped renewing its lease, it runs again."
+    )
+    region: str
+    attempt: int
+    at: str
+
+
 class Job(BaseModel):
     """A segmentation job as the API shows it."""
 
@@ -145,6 +157,7 @@ class Job(BaseModel):
     input: JobInput
     region: str
     attempts: int
+    history: list[RegionEvent] = Field(description="Where the job was queued, moved, started, requeued.")
     cancel_requested: bool
     result: Literal["match", "no_match"] | None
     outputs: list[MaskOutput]

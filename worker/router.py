@@ -3,9 +3,10 @@
 One copy is active at a time: it holds a Redis lock with a TTL and renews it every tick; other copies
 stand by and take over once the holder stops renewing (it died), within the lock's TTL.
 Every ~0.5 s the active copy reads region health from the heartbeats and, for each region without a live
-worker, moves its queued messages (interactive, then batch) to the healthy region with the least queued
-work per live worker (jobs pinned to their region stay); and every running job whose lease expired (its
-worker died or froze) gets a new token and a new message, in a healthy region unless pinned. A message
+worker, moves its queued messages (interactive, then batch) to the healthy regions with the least queued
+work per live worker that serve their pipelines (jobs pinned to their region stay); and every running job
+whose lease expired (its worker died or froze) gets a new token and a new message, in a healthy region
+unless pinned; and every new job whose first message was not confirmed sent gets one. A message
 that moves twice, or that a dead worker's restore brings back, is harmless: the fenced claim runs each
 job once, and a run that lost its lease can neither renew nor finish.
 """
@@ -25,8 +26,8 @@ from typing import Any
 import redis
 from celery import Celery
 
-from shared.celery_app import dispatch_segment, make_celery
-from shared.jobstore import JobStatus, JobStore
+from shared.celery_app import dispatch_job, make_celery
+from shared.jobstore import JobRecord, JobStatus, JobStore
 from shared.keys import BATCH, INTERACTIVE
 from shared.queues import Queues
 from shared.regions import region_summaries
@@ -87,37 +88,38 @@ class Router:
         healthy = {s["region"]: s for s in summaries if s["healthy"]}
         self.requeue_lost_runs()
         self.send_owed_messages(healthy)
-        if not healthy:
-            return []  # nowhere to go: the work waits until a region is back
         moves = []
         for summary in summaries:
-            if summary["healthy"]:
+            if not summary["healthy"]:
+                moves += self.move_queues(summary, healthy)
+                self.resend_queued_jobs(summary["region"], healthy)
+        return moves
+
+    def move_queues(self, dead: dict[str, Any], healthy: dict[str, dict[str, Any]]) -> list[Move]:
+        """A dead region's queued messages, interactive then batch, to the least loaded healthy regions
+        that serve their pipelines: each region in turn, least loaded first, takes what it serves."""
+        moves = []
+        for priority in (INTERACTIVE, BATCH):
+            if not dead[f"queued_{priority}"]:
                 continue
-            for priority, queued in (
-                (INTERACTIVE, summary["queued_interactive"]),
-                (BATCH, summary["queued_batch"]),
-            ):
-                if not queued:
-                    continue
-                target = _least_loaded(healthy)
-                moved = self.queues.move(summary["region"], target, priority)
+            for target in sorted(healthy, key=lambda name: _load(healthy[name], name)):
+                moved = self.queues.move(dead["region"], target, priority, healthy[target]["pipelines"])
                 if moved:
                     healthy[target][f"queued_{priority}"] += moved
-                    moves.append(Move(summary["region"], target, priority, moved))
-                    log.warning(
-                        "moved %d %s messages from %s to %s", moved, priority, summary["region"], target
-                    )
-            self.resend_queued_jobs(summary["region"], healthy)
+                    moves.append(Move(dead["region"], target, priority, moved))
+                    log.warning("moved %d %s messages from %s to %s", moved, priority, dead["region"], target)
+                if not self.queues.length(dead["region"], priority):
+                    break
         return moves
 
     def resend_queued_jobs(self, dead: str, healthy: dict[str, dict[str, Any]]) -> int:
-        """A new message, in a healthy region, for every job still queued in a dead one.
+        """A new message for every job still queued in a dead region: in a healthy region that serves its
+        pipeline, or, for a job pinned there, in its own region, once per attempt.
 
         A worker killed while blocked in BRPOP takes the message Redis just handed it along (kombu records
         it as unacked only once it has read it), so a queued job can have no message anywhere. The moved
         messages above make most of these duplicates, which the fenced claim drops. The message is sent
-        before the job's index entry moves: a crash in between means one more duplicate, never none.
-        Pinned jobs stay and wait for their region."""
+        before the job's index entry moves: a crash in between means one more duplicate, never none."""
         sent = 0
         for job_id in self.store.queued_in(dead, entered_before=time.time()):
             job = self.store.get(job_id)
@@ -125,9 +127,15 @@ class Router:
                 self.store.move_to_region(job_id, dead, dead)  # drops the stale entry
                 continue
             if job.request.get("region_policy") == "require":
+                if not self.store.pinned_resend_done(job):  # it waits there for its region
+                    dispatch_job(self.celery, job)
+                    self.store.record_pinned_resend(job)
+                    sent += 1
                 continue
-            target = _least_loaded(healthy)
-            dispatch_segment(self.celery, job.id, job.token, target, job.priority)
+            target = _least_loaded(healthy, _pipeline(job))
+            if target is None:
+                continue  # no healthy region serves its pipeline: it waits
+            dispatch_job(self.celery, job, target)
             if self.store.move_to_region(job_id, target, dead):
                 healthy[target][f"queued_{job.priority}"] += 1
                 sent += 1
@@ -146,33 +154,39 @@ class Router:
         return requeued
 
     def send_owed_messages(self, healthy: dict[str, dict[str, Any]]) -> None:
-        """A message for every job in the outbox, to its region if healthy (or pinned), else the least
-        loaded healthy one. Sent before the entry is removed: a crash between the two sends a duplicate,
-        which the fenced claim drops, never nothing."""
+        """A message for every job in the outbox that is due, to its region if healthy (or pinned), else the
+        least loaded healthy one serving its pipeline. Sent before the entry is removed: a crash between the
+        two sends a duplicate, which the fenced claim drops, never nothing."""
         for job_id in self.store.owed_messages():
             job = self.store.get(job_id)
             if job is None or job.status is not JobStatus.QUEUED:
                 self.store.message_sent(job_id)
                 continue
-            pinned = job.request.get("region_policy") == "require"
             region = job.region
-            if not pinned and region not in healthy and healthy:
-                region = _least_loaded(healthy)
-                self.store.move_to_region(job_id, region, job.region)
-            dispatch_segment(self.celery, job.id, job.token, region, job.priority, pinned)
+            if job.request.get("region_policy") != "require" and region not in healthy:
+                region = _least_loaded(healthy, _pipeline(job)) or region
+                if region != job.region:
+                    self.store.move_to_region(job_id, region, job.region)
+            dispatch_job(self.celery, job, region)
             self.store.message_sent(job_id)
             if region in healthy:
                 healthy[region][f"queued_{job.priority}"] += 1
 
 
-def _least_loaded(healthy: dict[str, dict[str, Any]]) -> str:
-    """The healthy region with the least queued work per live worker (ties: by name)."""
+def _pipeline(job: JobRecord) -> str | None:
+    pipeline: str | None = job.request.get("options", {}).get("pipeline")
+    return pipeline
 
-    def load(name: str) -> tuple[float, str]:
-        summary = healthy[name]
-        return (summary["queued_interactive"] + summary["queued_batch"]) / summary["live_workers"], name
 
-    return min(healthy, key=load)
+def _load(summary: dict[str, Any], name: str) -> tuple[float, str]:
+    """Queued work per live worker (ties: by name)."""
+    return (summary["queued_interactive"] + summary["queued_batch"]) / summary["live_workers"], name
+
+
+def _least_loaded(healthy: dict[str, dict[str, Any]], pipeline: str | None = None) -> str | None:
+    """The healthy region serving ``pipeline`` with the least queued work per live worker, if any."""
+    serving = [name for name in healthy if pipeline is None or pipeline in healthy[name]["pipelines"]]
+    return min(serving, key=lambda name: _load(healthy[name], name), default=None)
 
 
 def run(settings: Settings, stop: threading.Event) -> None:

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Owner, ServicesDep
 from api.job_view import job_view
 from api.services import Services
-from shared.celery_app import dispatch_segment
-from shared.errors import InvalidRequest, ServiceUnavailable, UnknownRegion
+from shared.celery_app import dispatch_job
+from shared.errors import InvalidRequest, UnknownRegion
 from shared.fetch import check_image_url, image_filename_stem
-from shared.jobstore import DEFAULT_PAGE_SIZE, ClaimResult, JobRecord, JobStatus
+from shared.jobstore import DEFAULT_PAGE_SIZE, JobRecord, JobStatus
 from shared.schemas import Job, JobList, SegmentationRequest
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/segmentations", tags=["segmentations"])
 
 JSON = "application/json"
@@ -126,16 +129,17 @@ async def create_segmentation(
 
 
 def _dispatch(services: Services, job: JobRecord) -> None:
+    """Send the job's message and cross it off the outbox. If the send fails the job stays owed: the
+    router sends it once it is due (the job is recorded, so the client still gets its 202)."""
     try:
-        pinned = job.request.get("region_policy") == "require"
-        dispatch_segment(services.celery, job.id, job.token, job.region, job.priority, pinned)
+        dispatch_job(services.celery, job)
     except Exception as exc:
-        # The record exists but no message does: end it rather than leave a job that never runs.
-        store = services.store
-        if store.claim(job.id, job.token, "api", services.settings.lease_s) is ClaimResult.CLAIMED:
-            error = {"code": ServiceUnavailable.code, "message": "the job could not be queued"}
-            store.fail(job, job.token, error=error, metrics={})
-        raise ServiceUnavailable("the job queue is unavailable; try again") from exc
+        log.warning("job %s: message not sent (%s); the router will send it", job.id, exc)
+        return
+    try:
+        services.store.message_sent(job.id)
+    except RedisError as exc:  # the router sends a second message, which the fenced claim drops
+        log.warning("job %s: sent, but still in the outbox (%s)", job.id, exc)
 
 
 @router.get("/{job_id}", response_model=Job, summary="Read a job (optionally waiting for it to finish)")

@@ -83,6 +83,13 @@ def test_killing_a_region_moves_its_work_and_runs_each_job_once(
     assert all(job["billing"]["billed"] for job in done)
     owner = hash_api_key(api_key)[:OWNER_ID_CHARS]
     assert JobStore.from_settings(stack.settings).usage(owner)[0] == 40  # billed once each
+    # Each job's history shows its way: queued where asked, started in the survivor in the end; the killed
+    # run's job started in the doomed region first and was requeued as attempt 2.
+    for job in done:
+        steps = [(step["event"], step["region"], step["attempt"]) for step in job["history"]]
+        assert steps[0] == ("queued", DOOMED, 1) and steps[-1] == ("started", SURVIVOR, job["attempts"])
+    killed_steps = [(step["event"], step["region"], step["attempt"]) for step in done[0]["history"]]
+    assert killed_steps[:3] == [("queued", DOOMED, 1), ("started", DOOMED, 1), ("requeued", DOOMED, 2)]
 
 
 def test_a_frozen_worker_resumed_after_its_lease_cannot_finish(

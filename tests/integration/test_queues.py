@@ -80,6 +80,23 @@ def test_messages_of_pinned_jobs_stay_in_their_region(
     store.redis.delete(store.keys.queue(DEAD, BATCH))
 
 
+def test_messages_move_only_to_a_region_that_serves_their_pipeline(
+    store: JobStore, celery_app: Celery, queues: Queues
+) -> None:
+    url, _ = data_url_of_scene(43)
+    jobs = [new_job(store, url, ["largest shape"], owner="owner-pipe") for _ in range(4)]
+    pipelines = ["sam3", "lite", None, "sam3"]  # None: a message sent before messages named their pipeline
+    for job, pipeline in zip(jobs, pipelines, strict=True):
+        dispatch_segment(celery_app, job.id, job.token, DEAD, BATCH, pipeline=pipeline)
+    before = job_ids(store, REGION, BATCH)
+    assert queues.move(DEAD, REGION, BATCH, served=["lite", "grounded-sam"]) == 2
+    assert job_ids(store, REGION, BATCH)[len(before) :] == [jobs[1].id, jobs[2].id]
+    assert job_ids(store, DEAD, BATCH) == [jobs[0].id, jobs[3].id]  # they wait for a region serving sam3
+    assert queues.move(DEAD, REGION, BATCH, served=["sam3"]) == 2
+    assert queues.length(DEAD, BATCH) == 0
+    store.redis.delete(store.keys.queue(REGION, BATCH))
+
+
 def test_moved_messages_run_in_the_new_region(
     store: JobStore, celery_app: Celery, queues: Queues, worker: Path
 ) -> None:

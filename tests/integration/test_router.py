@@ -51,6 +51,38 @@ def test_a_tick_moves_nothing_without_a_healthy_region(store: JobStore, celery_a
     store.redis.delete(store.keys.queue(DEAD, INTERACTIVE))
 
 
+def test_a_pinned_job_whose_message_died_gets_one_more_in_its_own_region(
+    store: JobStore, celery_app: Celery, worker: Path
+) -> None:
+    url = data_url_of_scene(53)[0]
+    request = {"image_url": url, "prompts": ["largest shape"], "region_policy": "require",
+               "options": {"pipeline": "lite"}}  # fmt: skip
+    job, _ = store.create(
+        owner="owner-r3", request=request, region=DEAD, priority=INTERACTIVE, filename_stem="a"
+    )
+    # No message is sent: as if DEAD's worker took it along when it was killed in BRPOP.
+    router = Router(store, celery_app, [REGION, DEAD])
+    router.tick()
+    router.tick()  # once per attempt, not once per tick
+    queues = Queues(store.redis, store.keys)
+    assert (queues.length(DEAD, INTERACTIVE), queues.length(REGION, INTERACTIVE)) == (1, 0)
+    waiting = store.get(job.id)
+    assert (waiting.status, waiting.region) == (JobStatus.QUEUED, DEAD)  # it waits for its region
+    store.cancel("owner-r3", job.id)
+    store.redis.delete(store.keys.queue(DEAD, INTERACTIVE))
+
+
+def test_a_new_job_whose_sender_died_before_sending_still_runs(
+    store: JobStore, celery_app: Celery, worker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.jobstore.SEND_GRACE_S", 0.0)  # due at once, instead of in 5 s
+    job = new_job(store, data_url_of_scene(54)[0], ["largest shape"], owner="owner-r4")  # never sent
+    Router(store, celery_app, [REGION, DEAD]).tick()
+    assert store.owed_messages() == []
+    done = wait_terminal(store, job.id)
+    assert (done.status, done.attempt, done.region) == (JobStatus.SUCCEEDED, 1, REGION)
+
+
 @pytest.fixture(scope="module")
 def router_process(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     log_path = Path(tmp_path_factory.mktemp("router")) / "router.log"

@@ -201,3 +201,37 @@ def test_a_live_lease_is_left_alone_and_a_canceled_run_ends(store: JobStore) -> 
     assert store.requeue_if_lease_expired(other.id) == "canceled"
     assert store.get(other.id).status is JobStatus.CANCELED and store.owed_messages() == []
     assert store.requeue_if_lease_expired("seg_000000000000000000000000") == "not_running"
+
+
+def test_history_records_each_region_a_job_passes_through(store: JobStore) -> None:
+    job, _ = new_job(store)
+    assert store.move_to_region(job.id, "eu-west", "us-east")
+    assert store.claim(job.id, job.token, "w1", 0.05, region="eu-west") is ClaimResult.CLAIMED
+    time.sleep(0.08)
+    assert store.requeue_if_lease_expired(job.id) == "requeued"
+    again = store.get(job.id)
+    store.claim(job.id, again.token, "w2", 10, region="ap-south")
+    history = store.get(job.id).history
+    assert [(item["event"], item["region"], item["attempt"]) for item in history] == [
+        ("queued", "us-east", 1),
+        ("moved", "eu-west", 1),
+        ("started", "eu-west", 1),
+        ("requeued", "eu-west", 2),
+        ("started", "ap-south", 2),
+    ]
+    times = [item["at"] for item in history]
+    assert times == sorted(times) and times[-1] - times[0] < 60
+
+
+def test_a_new_job_is_owed_its_message_until_the_sender_crosses_it_off(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent, _ = new_job(store)
+    store.message_sent(sent.id)  # what the API does right after sending
+    lost, _ = new_job(store)  # the API died before sending: the router sends it once it is due
+    assert store.owed_messages() == []  # not yet due: the API is probably sending it now
+    monkeypatch.setattr("shared.jobstore.SEND_GRACE_S", 0.0)
+    due, _ = new_job(store)
+    assert store.owed_messages() == [due.id]
+    store.redis.zadd(store.keys.outbox(), {store.keys.job(lost.id): 0})  # as if the grace had passed
+    assert set(store.owed_messages()) == {due.id, lost.id}
