@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from shared.errors import UnknownPipeline
 from shared.keys import BATCH, INTERACTIVE, Keys
+from shared.regions import least_loaded_first
 
 REFRESH_S = 1.0
 
@@ -82,7 +83,7 @@ class Placement:
         if requested in eligible:
             return requested
         loads = {name: await self._queued(name) / region.live for name, region in eligible.items()}
-        return min(loads, key=lambda name: (loads[name], name))
+        return least_loaded_first(loads)[0]
 
     async def _queued(self, region: str) -> int:
         interactive = await self.client.llen(self.keys.queue(region, INTERACTIVE))

@@ -48,6 +48,12 @@ def region_summaries(client: redis.Redis, keys: Keys, regions: list[str]) -> lis
     return summaries
 
 
+def least_loaded_first(queued_per_worker: dict[str, float]) -> list[str]:
+    """Region names ordered by queued work per live worker, least first (ties: by name). The one rule
+    for where work goes: the API's placement and the router's moves both follow it."""
+    return sorted(queued_per_worker, key=lambda name: (queued_per_worker[name], name))
+
+
 def local_worker_is_live(client: redis.Redis, keys: Keys, region: str, hostname: str, ttl_s: float) -> bool:
     """Whether a worker of this host in ``region`` beat within the heartbeat TTL (container probes)."""
     now = time.time()

@@ -30,7 +30,7 @@ from shared.celery_app import dispatch_job, make_celery
 from shared.jobstore import JobRecord, JobStatus, JobStore
 from shared.keys import BATCH, INTERACTIVE
 from shared.queues import Queues
-from shared.regions import region_summaries
+from shared.regions import least_loaded_first, region_summaries
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class Router:
         for priority in (INTERACTIVE, BATCH):
             if not dead[f"queued_{priority}"]:
                 continue
-            for target in sorted(healthy, key=lambda name: _load(healthy[name], name)):
+            for target in _by_load(healthy):
                 moved = self.queues.move(dead["region"], target, priority, healthy[target]["pipelines"])
                 if moved:
                     healthy[target][f"queued_{priority}"] += moved
@@ -178,15 +178,19 @@ def _pipeline(job: JobRecord) -> str | None:
     return pipeline
 
 
-def _load(summary: dict[str, Any], name: str) -> tuple[float, str]:
-    """Queued work per live worker (ties: by name)."""
-    return (summary["queued_interactive"] + summary["queued_batch"]) / summary["live_workers"], name
+def _by_load(healthy: dict[str, dict[str, Any]], pipeline: str | None = None) -> list[str]:
+    """The healthy regions serving ``pipeline`` (None: any), least queued work per live worker first."""
+    return least_loaded_first(
+        {
+            name: (summary["queued_interactive"] + summary["queued_batch"]) / summary["live_workers"]
+            for name, summary in healthy.items()
+            if pipeline is None or pipeline in summary["pipelines"]
+        }
+    )
 
 
 def _least_loaded(healthy: dict[str, dict[str, Any]], pipeline: str | None = None) -> str | None:
-    """The healthy region serving ``pipeline`` with the least queued work per live worker, if any."""
-    serving = [name for name in healthy if pipeline is None or pipeline in healthy[name]["pipelines"]]
-    return min(serving, key=lambda name: _load(healthy[name], name), default=None)
+    return next(iter(_by_load(healthy, pipeline)), None)
 
 
 def run(settings: Settings, stop: threading.Event) -> None:

@@ -8,7 +8,7 @@ import time
 import fakeredis
 
 from shared.keys import BATCH, INTERACTIVE, Keys
-from shared.regions import local_worker_is_live, region_summaries
+from shared.regions import least_loaded_first, local_worker_is_live, region_summaries
 
 KEYS = Keys("t")
 
@@ -57,3 +57,26 @@ def test_local_worker_probe_wants_a_fresh_beat_from_this_host() -> None:
     assert not local_worker_is_live(client, KEYS, "us-east", "host", 3.0)
     beat(client, "us-east", "us-east-host-9", busy=False)
     assert local_worker_is_live(client, KEYS, "us-east", "host", 3.0)
+
+
+def test_least_loaded_first_orders_by_queued_work_per_worker_then_name() -> None:
+    loads = {"us-east": 4 / 2, "eu-west": 3 / 1, "ap-south": 2 / 1, "sa-east": 0 / 3}
+    assert least_loaded_first(loads) == ["sa-east", "ap-south", "us-east", "eu-west"]
+    assert least_loaded_first({}) == []
+
+
+def test_the_router_only_sends_work_where_its_pipeline_is_served() -> None:
+    from worker.router import _by_load, _least_loaded
+
+    def summary(queued: int, workers: int, pipelines: list[str]) -> dict[str, object]:
+        return {
+            "queued_interactive": queued,
+            "queued_batch": 0,
+            "live_workers": workers,
+            "pipelines": pipelines,
+        }
+
+    healthy = {"eu-west": summary(0, 1, ["lite"]), "ap-south": summary(5, 1, ["lite", "sam3"])}
+    assert _by_load(healthy) == ["eu-west", "ap-south"]
+    assert _least_loaded(healthy, "sam3") == "ap-south"  # busier, but the only one serving it
+    assert _least_loaded(healthy, "grounded-sam") is None  # it waits
