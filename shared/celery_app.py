@@ -36,6 +36,9 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=queue_name(settings.default_region, INTERACTIVE),
         broker_connection_retry_on_startup=True,
         task_publish_retry_policy=PUBLISH_RETRY_POLICY,
+        # A Redis blip must not kill the job in progress: its writes go through the job store, and the
+        # redelivered copy of its message is dropped at claim. (Celery 6 changes this default.)
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             "queue_order_strategy": "priority",
