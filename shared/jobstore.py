@@ -209,6 +209,18 @@ return 1
 """
 )
 
+# A worker that does not serve the job's pipeline gives its message back: the job, still queued under this
+# token, is owed a message now, which the router sends where the pipeline is served. KEYS: job, outbox.
+_HAND_BACK = (
+    _NOW_MS
+    + """
+local job = redis.call('HMGET', KEYS[1], 'status', 'token')
+if job[1] ~= 'queued' or job[2] ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[2], now_ms, KEYS[1])
+return 1
+"""
+)
+
 _CANCEL = """
 local job = redis.call('HMGET', KEYS[1], 'status', 'owner')
 if not job[1] or job[2] ~= ARGV[1] then return 'missing' end
@@ -345,6 +357,7 @@ class JobStore:
         self._cancel = client.register_script(_CANCEL)
         self._requeue = client.register_script(_REQUEUE)
         self._move_queued = client.register_script(_MOVE_QUEUED)
+        self._hand_back = client.register_script(_HAND_BACK)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStore:
@@ -532,6 +545,15 @@ class JobStore:
         now_ms = int(time.time() * 1000)
         members = self.redis.zrangebyscore(self.keys.outbox(), "-inf", now_ms, start=0, num=limit)
         return [_job_id_of(str(member)) for member in members]
+
+    def hand_back(self, job_id: str, token: str) -> bool:
+        """Give back a message this worker cannot run; False if the message was stale anyway."""
+        return bool(self._hand_back(keys=[self.keys.job(job_id), self.keys.outbox()], args=[token]))
+
+    def owe_later(self, job_id: str, after_s: float) -> None:
+        """Look at an owed message again in ``after_s`` (nowhere can run it now)."""
+        due_ms = int((time.time() + after_s) * 1000)
+        self.redis.zadd(self.keys.outbox(), {self.keys.job(job_id): due_ms}, xx=True)
 
     def message_sent(self, job_id: str) -> None:
         self.redis.zrem(self.keys.outbox(), self.keys.job(job_id))

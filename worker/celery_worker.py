@@ -10,9 +10,9 @@ import socket
 import sys
 import time
 
-from celery import Celery
+from celery import Celery, Task
 
-from shared.celery_app import SEGMENT_TASK, make_celery
+from shared.celery_app import PIPELINE_HEADER, SEGMENT_TASK, make_celery
 from shared.fetch import ImageFetcher, fetch_limits
 from shared.jobstore import JobStore
 from shared.settings import Settings
@@ -87,8 +87,9 @@ def build_runner(settings: Settings) -> JobRunner:
 def build_worker_app(settings: Settings, runner: JobRunner) -> Celery:
     app = make_celery(settings)
 
-    @app.task(name=SEGMENT_TASK, ignore_result=True)
-    def segment(job_id: str, token: str) -> str:
-        return runner.run(job_id, token)
+    @app.task(name=SEGMENT_TASK, ignore_result=True, bind=True)
+    def segment(task: Task, job_id: str, token: str) -> str:
+        # Custom message headers are read with request.get (celery/celery#4875).
+        return runner.run(job_id, token, task.request.get(PIPELINE_HEADER))
 
     return app

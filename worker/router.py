@@ -36,6 +36,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
+OWED_RETRY_S = 5.0  # an owed message nowhere can run is looked at again this much later
 LOCK_TTL_S = 3.0
 
 # Renew only a lock we hold: a router that stalled past the TTL must not extend a successor's lock.
@@ -154,23 +155,40 @@ class Router:
         return requeued
 
     def send_owed_messages(self, healthy: dict[str, dict[str, Any]]) -> None:
-        """A message for every job in the outbox that is due, to its region if healthy (or pinned), else the
-        least loaded healthy one serving its pipeline. Sent before the entry is removed: a crash between the
-        two sends a duplicate, which the fenced claim drops, never nothing."""
+        """A message for every job in the outbox that is due, where ``_destination`` says. Sent before the
+        entry is removed: a crash between the two sends a duplicate, which the fenced claim drops, never
+        nothing."""
         for job_id in self.store.owed_messages():
             job = self.store.get(job_id)
             if job is None or job.status is not JobStatus.QUEUED:
                 self.store.message_sent(job_id)
                 continue
-            region = job.region
-            if job.request.get("region_policy") != "require" and region not in healthy:
-                region = _least_loaded(healthy, _pipeline(job)) or region
-                if region != job.region:
-                    self.store.move_to_region(job_id, region, job.region)
+            region = _destination(job, healthy)
+            if region is None:
+                self.store.owe_later(job_id, OWED_RETRY_S)
+                continue
+            if region != job.region:
+                self.store.move_to_region(job_id, region, job.region)
             dispatch_job(self.celery, job, region)
             self.store.message_sent(job_id)
             if region in healthy:
                 healthy[region][f"queued_{job.priority}"] += 1
+
+
+def _destination(job: JobRecord, healthy: dict[str, dict[str, Any]]) -> str | None:
+    """Where an owed message goes: the job's region while it is healthy and serves the job's pipeline;
+    else, unless pinned, the least loaded healthy region that serves it. With no healthy region, the
+    job's own queue, where it waits (a later move takes it on). None: its region is up but does not serve
+    the pipeline and nowhere else can take it; sending it there would only bounce it back."""
+    pipeline = _pipeline(job)
+    own = healthy.get(job.region)
+    if own is not None and (pipeline is None or pipeline in own["pipelines"]):
+        return job.region
+    if job.request.get("region_policy") != "require":
+        target = _least_loaded(healthy, pipeline)
+        if target is not None:
+            return target
+    return job.region if own is None else None
 
 
 def _pipeline(job: JobRecord) -> str | None:

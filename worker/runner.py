@@ -48,8 +48,17 @@ class JobRunner:
         current = self.current_job
         return {"busy": current is not None, "current_job": current}
 
-    def run(self, job_id: str, token: str) -> str:
-        """Run the job this message names; returns what happened, for the log."""
+    def run(self, job_id: str, token: str, pipeline: str | None = None) -> str:
+        """Run the job this message names; returns what happened, for the log.
+
+        ``pipeline`` is the one the message says the job needs: if this worker does not serve it (the
+        region's workers changed since the job was placed), the job is handed back unclaimed, and the
+        router sends it where it is served."""
+        if pipeline is not None and pipeline not in self.pipelines:
+            handed = self.store.hand_back(job_id, token)
+            log.warning("job %s needs pipeline %s, not served here: %s", job_id, pipeline,
+                        "handed back" if handed else "stale message dropped")  # fmt: skip
+            return "handed_back" if handed else "stale"
         claim, job = self.store.claim_record(job_id, token, self.worker_id, self.lease_s, self.region)
         if job is None:
             log.info("dropped message for %s: %s", job_id, claim.value)

@@ -83,6 +83,20 @@ def test_a_new_job_whose_sender_died_before_sending_still_runs(
     assert (done.status, done.attempt, done.region) == (JobStatus.SUCCEEDED, 1, REGION)
 
 
+def test_a_worker_hands_back_a_job_whose_pipeline_it_does_not_serve(
+    store: JobStore, celery_app: Celery, worker: Path
+) -> None:
+    job = new_job(store, data_url_of_scene(55)[0], ["largest shape"], owner="owner-r5", pipeline="sam3")
+    dispatch_segment(celery_app, job.id, job.token, REGION, INTERACTIVE, pipeline="sam3")  # REGION runs lite
+    deadline = time.monotonic() + 20
+    while job.id not in store.owed_messages() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.id in store.owed_messages()  # the worker read the header and gave the job back
+    assert store.get(job.id).status is JobStatus.QUEUED  # unclaimed, not failed
+    assert f"job {job.id} needs pipeline sam3, not served here: handed back" in worker.read_text()
+    store.cancel("owner-r5", job.id)
+
+
 @pytest.fixture(scope="module")
 def router_process(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     log_path = Path(tmp_path_factory.mktemp("router")) / "router.log"

@@ -80,3 +80,32 @@ def test_the_router_only_sends_work_where_its_pipeline_is_served() -> None:
     assert _by_load(healthy) == ["eu-west", "ap-south"]
     assert _least_loaded(healthy, "sam3") == "ap-south"  # busier, but the only one serving it
     assert _least_loaded(healthy, "grounded-sam") is None  # it waits
+
+
+def test_an_owed_message_goes_where_its_pipeline_is_served_or_waits() -> None:
+    from shared.jobstore import JobStore
+    from worker.router import _destination
+
+    store = JobStore(fakeredis.FakeRedis(decode_responses=True), KEYS, 3600, 600, 1)
+
+    def job(pipeline: str, policy: str = "prefer", region: str = "us-east"):  # type: ignore[no-untyped-def]
+        request = {
+            "image_url": "x",
+            "prompts": ["a"],
+            "region_policy": policy,
+            "options": {"pipeline": pipeline},
+        }
+        return store.create(
+            owner="o", request=request, region=region, priority=INTERACTIVE, filename_stem="a"
+        )[0]
+
+    def summary(pipelines: list[str]) -> dict[str, object]:
+        return {"queued_interactive": 0, "queued_batch": 0, "live_workers": 1, "pipelines": pipelines}
+
+    healthy = {"us-east": summary(["lite"]), "eu-west": summary(["lite", "sam3"])}
+    assert _destination(job("lite"), healthy) == "us-east"  # its own region serves it
+    assert _destination(job("sam3"), healthy) == "eu-west"  # the one that does
+    assert _destination(job("sam3", "require"), healthy) is None  # pinned, not served there: it waits
+    assert _destination(job("grounded-sam"), healthy) is None  # served nowhere: waits, no bouncing
+    assert _destination(job("grounded-sam", region="ap-south"), healthy) == "ap-south"  # dead: its queue
+    assert _destination(job("sam3", "require", "ap-south"), healthy) == "ap-south"

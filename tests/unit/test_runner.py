@@ -148,3 +148,14 @@ def test_lost_lease_writes_nothing(store: JobStore) -> None:
     assert make_runner(store, storage, FakePipeline(taken_over)).run(job.id, job.token) == "lost"
     assert store.get(job.id).status is JobStatus.RUNNING
     assert storage.objects == {}
+
+
+def test_a_job_for_a_pipeline_not_served_here_is_handed_back_unclaimed(store: JobStore) -> None:
+    job = new_job(store, ["a"])
+    runner = make_runner(store, MemoryStorage(), FakePipeline())
+    assert runner.run(job.id, job.token, pipeline="sam3") == "handed_back"
+    waiting = store.get(job.id)
+    assert (waiting.status, waiting.attempt, waiting.worker) == (JobStatus.QUEUED, 1, None)
+    assert store.owed_messages() == [job.id]  # due now: the router sends it where sam3 is served
+    assert runner.run(job.id, "old-token", pipeline="sam3") == "stale"
+    assert runner.run(job.id, job.token, pipeline="fake") == "succeeded"
