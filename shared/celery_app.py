@@ -91,6 +91,6 @@ def dispatch_job(app: Celery, job: JobRecord, region: str | None = None) -> None
         job.token,
         region or job.region,
         job.priority,
-        pinned=job.request.get("region_policy") == "require",
-        pipeline=job.request.get("options", {}).get("pipeline"),
+        pinned=job.pinned,
+        pipeline=job.pipeline,
     )

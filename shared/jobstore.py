@@ -290,6 +290,16 @@ class JobRecord:
     billed_micro_usd: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def pinned(self) -> bool:
+        """Pinned to its region (``region_policy=require``): it never moves, it waits there."""
+        return bool(self.request.get("region_policy") == "require")
+
+    @property
+    def pipeline(self) -> str | None:
+        pipeline: str | None = self.request.get("options", {}).get("pipeline")
+        return pipeline
+
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> JobRecord:
         def number(name: str) -> float | None:

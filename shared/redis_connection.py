@@ -26,22 +26,18 @@ HEALTH_CHECK_S = 10
 
 
 def redis_client(url: str, **options: Any) -> redis.Redis:
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        health_check_interval=HEALTH_CHECK_S,
-        retry=Retry(BACKOFF, RECONNECT_ATTEMPTS),
-        retry_on_error=RETRIED_ERRORS,
-        **options,
-    )
+    return redis.Redis.from_url(url, **_reconnecting(Retry), **options)
 
 
 def async_redis_client(url: str, **options: Any) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        health_check_interval=HEALTH_CHECK_S,
-        retry=AsyncRetry(BACKOFF, RECONNECT_ATTEMPTS),
-        retry_on_error=RETRIED_ERRORS,
-        **options,
-    )
+    return aioredis.Redis.from_url(url, **_reconnecting(AsyncRetry), **options)
+
+
+def _reconnecting(retry: type[Retry] | type[AsyncRetry]) -> dict[str, Any]:
+    """The options both kinds of client share; only their Retry class differs."""
+    return {
+        "decode_responses": True,
+        "health_check_interval": HEALTH_CHECK_S,
+        "retry": retry(BACKOFF, RECONNECT_ATTEMPTS),
+        "retry_on_error": RETRIED_ERRORS,
+    }

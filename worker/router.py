@@ -127,13 +127,13 @@ class Router:
             if job is None or job.status is not JobStatus.QUEUED:
                 self.store.move_to_region(job_id, dead, dead)  # drops the stale entry
                 continue
-            if job.request.get("region_policy") == "require":
+            if job.pinned:
                 if not self.store.pinned_resend_done(job):  # it waits there for its region
                     dispatch_job(self.celery, job)
                     self.store.record_pinned_resend(job)
                     sent += 1
                 continue
-            target = _least_loaded(healthy, _pipeline(job))
+            target = _least_loaded(healthy, job.pipeline)
             if target is None:
                 continue  # no healthy region serves its pipeline: it waits
             dispatch_job(self.celery, job, target)
@@ -180,20 +180,14 @@ def _destination(job: JobRecord, healthy: dict[str, dict[str, Any]]) -> str | No
     else, unless pinned, the least loaded healthy region that serves it. With no healthy region, the
     job's own queue, where it waits (a later move takes it on). None: its region is up but does not serve
     the pipeline and nowhere else can take it; sending it there would only bounce it back."""
-    pipeline = _pipeline(job)
     own = healthy.get(job.region)
-    if own is not None and (pipeline is None or pipeline in own["pipelines"]):
+    if own is not None and (job.pipeline is None or job.pipeline in own["pipelines"]):
         return job.region
-    if job.request.get("region_policy") != "require":
-        target = _least_loaded(healthy, pipeline)
+    if not job.pinned:
+        target = _least_loaded(healthy, job.pipeline)
         if target is not None:
             return target
     return job.region if own is None else None
-
-
-def _pipeline(job: JobRecord) -> str | None:
-    pipeline: str | None = job.request.get("options", {}).get("pipeline")
-    return pipeline
 
 
 def _by_load(healthy: dict[str, dict[str, Any]], pipeline: str | None = None) -> list[str]:
