@@ -6,6 +6,9 @@ import contextlib
 import socket
 import struct
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 BUFFER_BYTES = 65536
 LINGER_ZERO = struct.pack("ii", 1, 0)  # close with an RST, not a polite FIN: the peer sees a failure
@@ -34,6 +37,16 @@ class TcpProxy:
 
     def restore(self) -> None:
         self.down.clear()
+
+    @contextmanager
+    def outage(self, seconds: float) -> Iterator[None]:
+        """Cut off while the block runs and ``seconds`` after it, then restored (even if the block fails)."""
+        self.cut()
+        try:
+            yield
+            time.sleep(seconds)
+        finally:
+            self.restore()
 
     def close(self) -> None:
         self.cut()

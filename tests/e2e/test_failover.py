@@ -6,7 +6,6 @@ once, the killed run's job on its second attempt); how fast it happens is measur
 
 from __future__ import annotations
 
-import io
 import os
 import secrets
 import signal
@@ -16,14 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from api.auth import OWNER_ID_CHARS
 from shared.client import SmartsegClient
 from shared.credentials import hash_api_key
-from shared.demo import serve_pngs
-from shared.jobstore import JobStore
 from shared.launcher import Stack
-from shared.scenes import generate_scene
 from shared.settings import Settings
+from tests.e2e.chaos import billed_runs, fast_and_slow_image_urls, wait_for_status
 
 pytestmark = pytest.mark.e2e
 DOOMED, SURVIVOR = "us-east", "eu-west"
@@ -33,11 +29,8 @@ FAILOVER_TIMEOUT_S = 60.0
 
 @pytest.fixture(scope="module")
 def image_urls() -> Iterator[tuple[str, str]]:
-    buffer = io.BytesIO()
-    generate_scene(seed=60).image.save(buffer, format="PNG")
-    images = {"fast.png": buffer.getvalue(), "slow.png": buffer.getvalue()}
-    with serve_pngs(images, delays_s={"slow.png": SLOW_FETCH_S}) as base:
-        yield f"{base}/fast.png", f"{base}/slow.png"
+    with fast_and_slow_image_urls(seed=60, slow_fetch_s=SLOW_FETCH_S) as urls:
+        yield urls
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +58,7 @@ def test_killing_a_region_moves_its_work_and_runs_each_job_once(
     fast, slow = image_urls
     with SmartsegClient(stack.api_url, api_key) as client:
         running = client.create({"image_url": slow, "prompt": "largest shape", "region": DOOMED})
-        deadline = time.monotonic() + 10
-        while client.get(running["id"])["status"] != "running" and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert client.get(running["id"])["status"] == "running"
+        wait_for_status(client, running["id"], "running")
         queued = [
             client.create({"image_url": fast if i else slow, "prompt": "largest shape", "region": DOOMED})
             for i in range(39)
@@ -81,8 +71,7 @@ def test_killing_a_region_moves_its_work_and_runs_each_job_once(
     assert done[0]["attempts"] == 2  # the killed run's job ran again with a new token
     assert all(job["attempts"] == 1 for job in done[1:])
     assert all(job["billing"]["billed"] for job in done)
-    owner = hash_api_key(api_key)[:OWNER_ID_CHARS]
-    assert JobStore.from_settings(stack.settings).usage(owner)[0] == 40  # billed once each
+    assert billed_runs(stack, api_key) == 40  # billed once each
     # Each job's history shows its way: queued where asked, started in the survivor in the end; the killed
     # run's job started in the doomed region first and was requeued as attempt 2.
     for job in done:
@@ -101,9 +90,7 @@ def test_a_frozen_worker_resumed_after_its_lease_cannot_finish(
     stack.wait_for_workers()
     with SmartsegClient(stack.api_url, api_key) as client:
         job = client.create({"image_url": slow, "prompt": "largest shape", "region": DOOMED})
-        deadline = time.monotonic() + 10
-        while client.get(job["id"])["status"] != "running" and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for_status(client, job["id"], "running")
         os.killpg(worker.pid, signal.SIGSTOP)  # frozen mid-fetch: no renewals, no heartbeat
         try:
             done = client.wait(job["id"], timeout_s=FAILOVER_TIMEOUT_S)
@@ -130,9 +117,7 @@ def test_a_standby_router_takes_over_when_the_active_one_is_killed(
     assert active is not None
     stack.start_router()  # the standby: it waits for the lock
     worker = stack.workers[DOOMED]
-    owner = hash_api_key(api_key)[:OWNER_ID_CHARS]
-    store = JobStore.from_settings(stack.settings)
-    billed_before = store.usage(owner)[0]
+    billed_before = billed_runs(stack, api_key)
     with SmartsegClient(stack.api_url, api_key) as client:
         os.killpg(worker.pid, signal.SIGSTOP)  # nothing is consumed; its heartbeat is still fresh
         jobs = [
@@ -144,7 +129,7 @@ def test_a_standby_router_takes_over_when_the_active_one_is_killed(
         done = [client.wait(job["id"], timeout_s=FAILOVER_TIMEOUT_S) for job in jobs]
     assert [job["status"] for job in done] == ["succeeded"] * 20
     assert {job["region"] for job in done} == {SURVIVOR}
-    assert store.usage(owner)[0] - billed_before == 20  # nothing lost, nothing run twice
+    assert billed_runs(stack, api_key) - billed_before == 20  # nothing lost, nothing run twice
 
 
 def test_a_region_that_comes_back_gets_its_jobs_again(

@@ -8,7 +8,6 @@ budget is spent; none is left `running`.
 
 from __future__ import annotations
 
-import io
 import secrets
 import time
 from collections.abc import Iterator
@@ -19,15 +18,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from api.auth import OWNER_ID_CHARS
 from shared.client import SmartsegClient
 from shared.credentials import hash_api_key
-from shared.demo import serve_pngs
-from shared.jobstore import JobStore
 from shared.launcher import EmbeddedRedis, Stack
-from shared.scenes import generate_scene
 from shared.settings import Settings
 from shared.storage import FIRST_RETRY_DELAY_S, MAX_RETRY_DELAY_S
+from tests.e2e.chaos import billed_runs, fast_and_slow_image_urls, wait_for_status
 from tests.e2e.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
@@ -39,11 +35,8 @@ REDIS_DOWN_S = 1.5  # within the clients' reconnect budget (shared/redis_connect
 
 @pytest.fixture(scope="module")
 def image_urls() -> Iterator[tuple[str, str]]:
-    buffer = io.BytesIO()
-    generate_scene(seed=61).image.save(buffer, format="PNG")
-    images = {"fast.png": buffer.getvalue(), "slow.png": buffer.getvalue()}
-    with serve_pngs(images, delays_s={"slow.png": SLOW_FETCH_S}) as base:
-        yield f"{base}/fast.png", f"{base}/slow.png"
+    with fast_and_slow_image_urls(seed=61, slow_fetch_s=SLOW_FETCH_S) as urls:
+        yield urls
 
 
 def _stack_settings(service_settings: Settings, api_key: str, **overrides: object) -> Settings:
@@ -66,17 +59,6 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Em
     server.stop()
 
 
-def _billed(stack: Stack, api_key: str) -> int:
-    return JobStore.from_settings(stack.settings).usage(hash_api_key(api_key)[:OWNER_ID_CHARS])[0]
-
-
-def _wait_for_status(client: SmartsegClient, job_id: str, status: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while client.get(job_id)["status"] != status and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert client.get(job_id)["status"] == status
-
-
 def test_a_redis_restart_loses_no_accepted_job(
     private_redis: tuple[EmbeddedRedis, str],
     service_settings: Settings,
@@ -91,7 +73,7 @@ def test_a_redis_restart_loses_no_accepted_job(
     try:
         with SmartsegClient(stack.api_url, api_key) as client:
             before = [client.create({"image_url": slow, "prompt": "largest shape"}) for _ in range(12)]
-            _wait_for_status(client, before[0]["id"], "running")
+            wait_for_status(client, before[0]["id"], "running")
             server.stop()  # a graceful stop flushes the append-only file
             with ThreadPoolExecutor(max_workers=1) as pool:  # a submit while Redis is down waits for it
                 during = pool.submit(client.create, {"image_url": fast, "prompt": "largest shape"})
@@ -106,7 +88,7 @@ def test_a_redis_restart_loses_no_accepted_job(
             waited = client.create({"image_url": fast, "prompt": "largest shape"}, wait_s=30)
         assert [job["status"] for job in done] == ["succeeded"] * 20
         assert waited["status"] == "succeeded"
-        assert _billed(stack, api_key) == 21  # each job billed once
+        assert billed_runs(stack, api_key) == 21  # each job billed once
         processes = [stack.api, stack.router, *stack.workers.values()]
         assert all(process is not None and process.poll() is None for process in processes)
     finally:
@@ -141,12 +123,8 @@ def test_a_short_s3_outage_is_ridden_out_by_retries(
     fast, _ = image_urls
     outage_s = _upload_budget_s(stack.settings) / 2  # the first job's last attempts fall after it
     with SmartsegClient(stack.api_url, api_key) as client:
-        proxy.cut()
-        try:
+        with proxy.outage(outage_s):
             jobs = [client.create({"image_url": fast, "prompt": "largest shape"}) for _ in range(5)]
-            time.sleep(outage_s)
-        finally:
-            proxy.restore()
         done = [client.wait(job["id"], timeout_s=JOB_TIMEOUT_S) for job in jobs]
     assert [job["status"] for job in done] == ["succeeded"] * 5
     assert all(job["outputs"] for job in done)
@@ -161,15 +139,11 @@ def test_a_long_s3_outage_fails_jobs_with_storage_unavailable_and_leaves_none_ru
 ) -> None:
     stack, proxy, api_key = proxied_s3_stack
     fast, _ = image_urls
-    billed_before = _billed(stack, api_key)
+    billed_before = billed_runs(stack, api_key)
     outage_s = _upload_budget_s(stack.settings) * 2  # longer than one job's retries
     with SmartsegClient(stack.api_url, api_key) as client:
-        proxy.cut()
-        try:
+        with proxy.outage(outage_s):
             jobs = [client.create({"image_url": fast, "prompt": "largest shape"}) for _ in range(4)]
-            time.sleep(outage_s)
-        finally:
-            proxy.restore()
         done = [client.wait(job["id"], timeout_s=JOB_TIMEOUT_S) for job in jobs]
         after = client.wait(client.create({"image_url": fast, "prompt": "largest shape"})["id"])
     outcomes = [(job["status"], (job.get("error") or {}).get("code")) for job in done]
@@ -178,4 +152,4 @@ def test_a_long_s3_outage_fails_jobs_with_storage_unavailable_and_leaves_none_ru
     assert all(not job["outputs"] for job in done if job["status"] == "failed")
     assert after["status"] == "succeeded"  # the service kept serving
     succeeded = sum(job["status"] == "succeeded" for job in [*done, after])
-    assert _billed(stack, api_key) - billed_before == succeeded  # failures are not billed
+    assert billed_runs(stack, api_key) - billed_before == succeeded  # failures are not billed

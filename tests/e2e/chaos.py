@@ -1,0 +1,38 @@
+"""What the chaos tests share: images served fast and slow, waiting for a job's status, billed runs."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from api.auth import OWNER_ID_CHARS
+from shared.client import SmartsegClient
+from shared.credentials import hash_api_key
+from shared.demo import serve_pngs
+from shared.jobstore import JobStore
+from shared.launcher import Stack
+from shared.scenes import generate_scene
+
+
+@contextmanager
+def fast_and_slow_image_urls(seed: int, slow_fetch_s: float) -> Iterator[tuple[str, str]]:
+    """URLs of one scene, answered at once and after ``slow_fetch_s`` (to catch a job while it runs)."""
+    buffer = io.BytesIO()
+    generate_scene(seed=seed).image.save(buffer, format="PNG")
+    images = {"fast.png": buffer.getvalue(), "slow.png": buffer.getvalue()}
+    with serve_pngs(images, delays_s={"slow.png": slow_fetch_s}) as base:
+        yield f"{base}/fast.png", f"{base}/slow.png"
+
+
+def wait_for_status(client: SmartsegClient, job_id: str, status: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while client.get(job_id)["status"] != status and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.get(job_id)["status"] == status
+
+
+def billed_runs(stack: Stack, api_key: str) -> int:
+    """How many runs the key's owner has been billed for."""
+    return JobStore.from_settings(stack.settings).usage(hash_api_key(api_key)[:OWNER_ID_CHARS])[0]
