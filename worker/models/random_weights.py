@@ -425,14 +425,8 @@ def _sam2(name: str, size: Size) -> _Recipe:
             **_memory(hidden, image // patch),
         )
         mask = 4 * image // patch
-    image_processor = {
-        "image_mean": [0.485, 0.456, 0.406],
-        "image_processor_type": "Sam2ImageProcessor",
-        "image_std": [0.229, 0.224, 0.225],
-        "mask_size": {"height": mask, "width": mask},
-        "size": {"height": image, "width": image},
-    }
-    processor = _sam_family_processor("Sam2Processor", image_processor, image, None)
+    normalise = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+    processor = _sam_family_processor("Sam2", normalise, image, mask, None)
     return _Recipe(Sam2VideoModel, config, processor)
 
 
@@ -496,22 +490,28 @@ def _sam3(name: str, size: Size) -> _Recipe:
         }
         config = Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid)
         mask = 4 * grid
-    image_processor = {
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_processor_type": "Sam3ImageProcessor",
-        "image_std": [0.5, 0.5, 0.5],
-        "mask_size": {"height": mask, "width": mask},
-        "size": {"height": image, "width": image},
-    }
-    processor = _sam_family_processor("Sam3Processor", image_processor, image, tokenizer)
+    normalise = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    processor = _sam_family_processor("Sam3", normalise, image, mask, tokenizer)
     return _Recipe(Sam3VideoModel, config, processor)
 
 
 def _sam_family_processor(
-    processor_class: str, image: dict[str, Any], target_size: int, tokenizer: PreTrainedTokenizerBase | None
+    family: str,
+    normalise: dict[str, list[float]],
+    target_size: int,
+    mask_size: int,
+    tokenizer: PreTrainedTokenizerBase | None,
 ) -> Callable[[Path], object]:
-    """Saves a Sam2Processor/Sam3Processor: by ``save_pretrained`` where torchvision lets the image processor
-    be built, else by writing the ``processor_config.json`` that ``save_pretrained`` writes (same bytes)."""
+    """Saves a Sam2Processor/Sam3Processor (``family`` "Sam2"/"Sam3"): by ``save_pretrained`` where
+    torchvision lets the image processor be built, else by writing the ``processor_config.json`` that
+    ``save_pretrained`` writes (same bytes)."""
+    processor_class = f"{family}Processor"
+    image: dict[str, Any] = {
+        **normalise,
+        "image_processor_type": f"{family}ImageProcessor",
+        "mask_size": {"height": mask_size, "width": mask_size},
+        "size": {"height": target_size, "width": target_size},
+    }
 
     def save(folder: Path) -> object:
         import transformers
