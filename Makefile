@@ -6,41 +6,56 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# api/, worker/, shared/, cli/ and testing/ install as smartseg.api, smartseg.worker, ... (pyproject.toml).
+# The editable install is strict: build/__editable__*/smartseg/ holds a link per file, which mypy follows.
+# Adding or removing a file changes PACKAGE_FILES, and the links are made again.
+EDITABLE := --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
+PACKAGE_FILES := $(shell find api cli shared testing worker -name '*.py' -o -name '*.lua' -o -name py.typed \
+                   | sort | cksum | cut -d' ' -f1)
+LINKS := $(VENV)/.links-$(PACKAGE_FILES)
+
 .PHONY: demo test lint unit integration e2e bench bench-models clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip 'setuptools>=77'
 	$(BIN)/python -m pip install --quiet '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict > $(VENV)/links.log 2>&1 \
+	  || { cat $(VENV)/links.log; exit 1; }
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(LINKS): $(STAMP)
+	rm -rf $(VENV)/.links-* build/__editable__.smartseg-*
+	$(BIN)/python -m pip install --quiet $(EDITABLE) > $(VENV)/links.log 2>&1 || { cat $(VENV)/links.log; exit 1; }
+	touch $@
+
+demo: $(LINKS)
 	$(BIN)/smartseg demo --out demo-out
 
-test: $(STAMP) lint
+test: $(LINKS) lint
 	$(BIN)/python -m pytest tests
 
-lint: $(STAMP)
+lint: $(LINKS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(LINKS)
 	$(BIN)/python -m pytest tests/unit
 
-integration: $(STAMP)
+integration: $(LINKS)
 	$(BIN)/python -m pytest tests/integration
 
-e2e: $(STAMP)
+e2e: $(LINKS)
 	$(BIN)/python -m pytest tests/e2e
 
-bench: $(STAMP)
+bench: $(LINKS)
 	$(BIN)/python bench/overhead.py
 
 # Random-weight models at the published sizes (built once into ~/.cache/smartseg/bench-models, ~4.4 GB).
-bench-models: $(STAMP)
+bench-models: $(LINKS)
 	$(BIN)/python bench/pipeline_cpu.py
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""``python -m api``: serve the API with uvicorn, configured from ``SMARTSEG_*``."""
+"""``python -m smartseg.api``: serve the API with uvicorn, configured from ``SMARTSEG_*``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 
 import uvicorn
 
-from api.app import create_app
-from shared.settings import Settings
+from smartseg.api.app import create_app
+from smartseg.shared.settings import Settings
 
 
 def main() -> None:

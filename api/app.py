@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.body_limit import BodyLimit
-from api.errors import install_error_handlers
-from api.routes import api_router
-from api.services import Services
-from shared.settings import Settings
+from smartseg.api.body_limit import BodyLimit
+from smartseg.api.errors import install_error_handlers
+from smartseg.api.routes import api_router
+from smartseg.api.services import Services
+from smartseg.shared.settings import Settings
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hmac
 
-from shared.credentials import hash_api_key
-from shared.errors import Unauthorized
+from smartseg.shared.credentials import hash_api_key
+from smartseg.shared.errors import Unauthorized
 
 OWNER_ID_CHARS = 16
 

@@ -6,9 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
-class BodyTooLarge(Exception):
-    pass
+from smartseg.shared.errors import PayloadTooLarge
 
 
 class BodyLimit:
@@ -22,7 +20,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+            await self._refuse(send, self._too_large())
             return
         received = 0
         started = False
@@ -33,7 +31,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise self._too_large()
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -43,18 +41,19 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except PayloadTooLarge as refused:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, refused)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {"error": {"code": "payload_too_large", "message": f"request body over {self.max_bytes} bytes"}}
-        ).encode()
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body over {self.max_bytes} bytes")
+
+    async def _refuse(self, send: Send, error: PayloadTooLarge) -> None:
+        body = json.dumps({"error": error.to_dict()}).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": error.status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from api.services import Services
+from smartseg.api.services import Services
 
 
 # Both are async so FastAPI does not hop to a worker thread for them.

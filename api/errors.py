@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from shared.errors import InvalidRequest, ServiceUnavailable, SmartsegError, Unauthorized
+from smartseg.shared.errors import InvalidRequest, ServiceUnavailable, SmartsegError, Unauthorized
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from shared.jobstore import JobRecord, is_job_id, owned
-from shared.keys import Keys
+from smartseg.shared.jobstore import JobRecord, is_job_id, owned
+from smartseg.shared.keys import Keys
 
 
 class JobReader:

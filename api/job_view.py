@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from shared.jobstore import MICRO_USD, JobRecord
-from shared.schemas import (
+from smartseg.shared.jobstore import MICRO_USD, JobRecord
+from smartseg.shared.schemas import (
     Billing,
     Job,
     JobError,
@@ -18,7 +18,7 @@ from shared.schemas import (
     RegionEvent,
     SegmentationOptions,
 )
-from shared.storage import MaskStorage
+from smartseg.shared.storage import MaskStorage
 
 DATA_URL_PREVIEW_CHARS = 64
 
@@ -37,7 +37,7 @@ def shown_image_url(url: str) -> str:
 
 
 def job_view(job: JobRecord, storage: MaskStorage, presign_ttl_s: int, base_url: str) -> Job:
-    request = job.request
+    spec = job.spec
     outputs = [
         MaskOutput(url=storage.presigned_url(item["key"], presign_ttl_s), **_without_key(item))
         for item in job.outputs
@@ -50,12 +50,12 @@ def job_view(job: JobRecord, storage: MaskStorage, presign_ttl_s: int, base_url:
         id=job.id,
         status=job.status.value,
         input=JobInput(
-            image_url=shown_image_url(request["image_url"]),
-            prompts=request["prompts"],
-            priority=job.priority,
-            region=request.get("region"),
-            region_policy=request.get("region_policy", "prefer"),
-            options=SegmentationOptions(**request["options"]),
+            image_url=shown_image_url(spec.image_url),
+            prompts=list(spec.prompts),
+            priority=spec.priority,
+            region=spec.region,
+            region_policy=spec.region_policy,
+            options=SegmentationOptions(**spec.options.model_dump(), pipeline=spec.pipeline),
         ),
         region=job.region,
         attempts=job.attempt,

@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from shared.errors import UnknownPipeline
-from shared.keys import BATCH, INTERACTIVE, Keys
-from shared.regions import least_loaded_first
+from smartseg.shared.errors import UnknownPipeline
+from smartseg.shared.keys import PRIORITIES, Keys
+from smartseg.shared.regions import RegionState, least_loaded_first, workers_by_region
 
 REFRESH_S = 1.0
-
-
-@dataclass
-class RegionWorkers:
-    live: int = 0
-    pipelines: set[str] = field(default_factory=set)
 
 
 class Placement:
@@ -32,21 +25,18 @@ class Placement:
         self.keys = keys
         self.regions = regions
         self.configured = configured  # the pipelines accepted while no worker is live
-        self._served: dict[str, RegionWorkers] = {}
+        self._served: dict[str, RegionState] = {}
         self._read_at = float("-inf")
 
-    async def served(self) -> dict[str, RegionWorkers]:
+    async def served(self) -> dict[str, RegionState]:
         """Region -> its live workers and their pipelines (regions without live workers are absent)."""
         if time.monotonic() - self._read_at >= REFRESH_S:
-            served: dict[str, RegionWorkers] = {}
+            beats = []
             async for key in self.client.scan_iter(match=self.keys.every_heartbeat_pattern(), count=200):
                 beat = await self.client.get(key)
                 if beat:
-                    info = json.loads(beat)
-                    region = served.setdefault(info["region"], RegionWorkers())
-                    region.live += 1
-                    region.pipelines.update(info.get("pipelines", []))
-            self._served, self._read_at = served, time.monotonic()
+                    beats.append(json.loads(beat))
+            self._served, self._read_at = workers_by_region(beats), time.monotonic()
         return self._served
 
     async def place(self, pipeline: str, requested: str, required: bool) -> str:
@@ -63,9 +53,7 @@ class Placement:
                 )
             return requested
         eligible = {
-            name: region
-            for name, region in served.items()
-            if pipeline in region.pipelines and name in self.regions
+            name: state for name, state in served.items() if state.serves(pipeline) and name in self.regions
         }
         if required:
             if requested in served and requested not in eligible:
@@ -78,14 +66,17 @@ class Placement:
                 )
             return requested
         if not eligible:
-            everywhere = sorted(set().union(*(region.pipelines for region in served.values())))
+            everywhere = sorted(set().union(*(state.pipelines for state in served.values())))
             raise UnknownPipeline(f"no worker serves pipeline {pipeline!r}", {"pipelines": everywhere})
         if requested in eligible:
             return requested
-        loads = {name: await self._queued(name) / region.live for name, region in eligible.items()}
-        return least_loaded_first(loads)[0]
+        # Queue lengths are read only now, when the job has to go elsewhere; the cached states stay as read.
+        loaded = [await self._with_queues(state) for state in eligible.values()]
+        return least_loaded_first(loaded, pipeline)[0].region  # every one of them serves the pipeline
 
-    async def _queued(self, region: str) -> int:
-        interactive = await self.client.llen(self.keys.queue(region, INTERACTIVE))
-        batch = await self.client.llen(self.keys.queue(region, BATCH))
-        return int(interactive) + int(batch)
+    async def _with_queues(self, state: RegionState) -> RegionState:
+        queued = {
+            priority: int(await self.client.llen(self.keys.queue(state.region, priority)))
+            for priority in PRIORITIES
+        }
+        return RegionState(state.region, state.live_workers, state.busy_workers, state.pipelines, queued)

@@ -4,28 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis
 import redis.asyncio as aioredis
-from celery import Celery
 
-from api.auth import ApiKeys
-from api.job_reader import JobReader
-from api.placement import Placement
-from api.waiter import JobWaiter
-from shared.celery_app import make_celery
-from shared.fetch import FetchLimits, fetch_limits
-from shared.jobstore import JobStore
-from shared.keys import Keys
-from shared.redis_connection import async_redis_client
-from shared.settings import Settings
-from shared.storage import MaskStorage
+from smartseg.api.auth import ApiKeys
+from smartseg.api.job_reader import JobReader
+from smartseg.api.placement import Placement
+from smartseg.api.waiter import JobWaiter
+from smartseg.shared.celery_app import make_celery
+from smartseg.shared.fetch import FetchLimits, fetch_limits
+from smartseg.shared.jobstore import JobStore
+from smartseg.shared.keys import Keys
+from smartseg.shared.outbox import Outbox
+from smartseg.shared.redis_connection import async_redis_client, redis_client
+from smartseg.shared.settings import Settings
+from smartseg.shared.storage import MaskStorage
 
 
 @dataclass
 class Services:
     settings: Settings
+    redis: redis.Redis  # sync: the job store's writes and region reads, run in worker threads
     store: JobStore
+    outbox: Outbox
     reader: JobReader
-    celery: Celery
     storage: MaskStorage
     waiter: JobWaiter
     api_keys: ApiKeys
@@ -36,12 +38,15 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         keys = Keys(settings.key_prefix)
+        client = redis_client(settings.require_redis_url())
         client_async = async_redis_client(settings.require_redis_url())
+        store = JobStore.from_settings(settings, client)
         return cls(
             settings=settings,
-            store=JobStore.from_settings(settings),
+            redis=client,
+            store=store,
+            outbox=Outbox(store, make_celery(settings)),
             reader=JobReader(client_async, keys),
-            celery=make_celery(settings),
             storage=MaskStorage.from_settings(settings),
             waiter=JobWaiter(client_async, keys),
             api_keys=ApiKeys(settings.api_key_hashes),
@@ -53,4 +58,4 @@ class Services:
     async def close(self) -> None:
         await self.waiter.close()
         await self.redis_async.aclose()
-        self.store.redis.close()
+        self.redis.close()

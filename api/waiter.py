@@ -13,8 +13,8 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from shared.jobstore import JobStatus
-from shared.keys import Keys
+from smartseg.shared.jobstore import JobStatus
+from smartseg.shared.keys import Keys
 
 log = logging.getLogger(__name__)
 

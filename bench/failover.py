@@ -26,13 +26,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.auth import OWNER_ID_CHARS
-from shared.client import SmartsegClient
-from shared.credentials import hash_api_key
-from shared.jobstore import JobStore
-from shared.launcher import Stack
-from shared.scenes import generate_scene
-from shared.settings import Settings
+from smartseg.api.auth import OWNER_ID_CHARS
+from smartseg.cli.launcher import Stack
+from smartseg.shared.client import SmartsegClient
+from smartseg.shared.credentials import hash_api_key
+from smartseg.shared.jobstore import JobStore
+from smartseg.shared.settings import Settings
+from smartseg.testing.scenes import generate_scene
 
 RESULTS = Path(__file__).resolve().parent / "results" / "failover.json"
 DOOMED, SURVIVOR = "us-east", "eu-west"

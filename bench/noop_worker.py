@@ -12,8 +12,8 @@ import sys
 from celery import Celery
 from kombu import Queue
 
-from shared.celery_app import make_celery
-from shared.settings import Settings
+from smartseg.shared.celery_app import make_celery
+from smartseg.shared.settings import Settings
 
 NOOP_TASK = "bench.noop"
 NOOP_QUEUE = "bench.noop"

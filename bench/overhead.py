@@ -32,9 +32,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.noop_worker import NOOP_QUEUE, NOOP_TASK, make_noop_app
-from shared.credentials import hash_api_key
-from shared.launcher import Stack, child_environment, stop_processes, wait_until
-from shared.settings import Settings
+from smartseg.cli.launcher import Stack, child_environment, stop_processes, wait_until
+from smartseg.shared.credentials import hash_api_key
+from smartseg.shared.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "overhead.json"
 REGIONS = ["us-east", "eu-west"]

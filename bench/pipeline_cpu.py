@@ -28,18 +28,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.scenes import generate_scene
-from shared.settings import Settings
-from worker.mask_encoding import encode_mask
-from worker.model_weights import write_manifest
-from worker.models.random_weights import save_random_model
-from worker.models.sam3 import TEXT_TOKENS, Sam3Masks
-from worker.pipeline import build_pipeline, required_models
-from worker.pipeline.base import Pipeline, PipelineOptions
+from smartseg.shared.jobspec import JobOptions
+from smartseg.shared.settings import Settings
+from smartseg.testing.random_weights import save_random_model
+from smartseg.testing.scenes import generate_scene
+from smartseg.worker.mask_encoding import encode_mask
+from smartseg.worker.models.manifest import write_manifest
+from smartseg.worker.models.runtime import Runtime
+from smartseg.worker.models.sam3 import TEXT_TOKENS, Sam3Masks
+from smartseg.worker.pipeline.base import Pipeline
+from smartseg.worker.pipelines import build_pipeline, model_names, required_models
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline_cpu.json"
 DEFAULT_MODEL_DIR = Path.home() / ".cache" / "smartseg" / "bench-models"
-OPTIONS = PipelineOptions(box_threshold=0.0, text_threshold=0.0, max_masks=3)
+OPTIONS = JobOptions(box_threshold=0.0, text_threshold=0.0, max_masks=3)
 ONE = ["left shoe"]
 FOUR = ["left shoe", "mug handle", "largest cat", "red circle"]
 NEW_PROMPT = ["second from left dog"]
@@ -152,9 +154,11 @@ def seconds(call: Callable[[], object]) -> float:
 
 
 def measure(name: str, settings: Settings, model_dir: Path, reps: int) -> dict[str, Any]:
-    folders = {model: model_dir / model for model in required_models(name, settings)}
+    models = model_names(settings)
+    folders = {model: model_dir / model for model in required_models(name, models)}
+    runtime = Runtime.choose(settings.device, settings.dtype, settings.torch_threads)
     started = time.perf_counter()
-    pipeline = build_pipeline(name, settings, folders)
+    pipeline = build_pipeline(name, models, folders, runtime, settings.embedding_cache_size)
     load_s = time.perf_counter() - started
     naive = NaiveSam3(pipeline) if name == "sam3" else NaiveGroundedSam(pipeline)
     # One untimed job of each at the measured size, so neither pays first-call allocation in round 1.
@@ -250,7 +254,7 @@ def main() -> None:
         settings = Settings().updated(
             model_dir=str(args.model_dir), device="cpu", torch_threads=args.threads, **CONFIGS[name]
         )
-        ensure_models(args.model_dir, required_models(name, settings))
+        ensure_models(args.model_dir, required_models(name, model_names(settings)))
         print(f"measuring {name} ...", flush=True)
         report["pipelines"][name] = measure(name, settings, args.model_dir, args.reps)
     report["targets_met"] = all(result["targets_met"] for result in report["pipelines"].values())

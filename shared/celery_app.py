@@ -5,9 +5,10 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from shared.jobstore import JobRecord
-from shared.keys import INTERACTIVE, Keys, queue_name, region_queues
-from shared.settings import Settings
+from smartseg.shared.jobspec import JobSpec
+from smartseg.shared.jobstore import JobRecord
+from smartseg.shared.keys import INTERACTIVE, Keys, queue_name, region_queues
+from smartseg.shared.settings import Settings
 
 SEGMENT_TASK = "smartseg.segment"
 # kombu sweeps for unacked messages older than the visibility timeout every interval * throttle seconds;
@@ -60,37 +61,19 @@ PINNED_HEADER = "smartseg_pinned"
 PIPELINE_HEADER = "smartseg_pipeline"
 
 
-def dispatch_segment(
-    app: Celery,
-    job_id: str,
-    token: str,
-    region: str,
-    priority: str,
-    pinned: bool = False,
-    pipeline: str | None = None,
-) -> None:
-    """Send one job's message to its region's queue; the message carries only the id and the fence token."""
-    headers: dict[str, object] = {}
-    if pinned:
+def message_headers(spec: JobSpec) -> dict[str, object]:
+    """What a job's message says about it besides its id and token: the one place headers come from."""
+    headers: dict[str, object] = {PIPELINE_HEADER: spec.pipeline}
+    if spec.pinned:
         headers[PINNED_HEADER] = True
-    if pipeline:
-        headers[PIPELINE_HEADER] = pipeline
+    return headers
+
+
+def send_job(app: Celery, job: JobRecord, region: str | None = None) -> None:
+    """One message for the job's current run (id and fence token) to ``region``'s queue, else its own."""
     app.send_task(
         SEGMENT_TASK,
-        kwargs={"job_id": job_id, "token": token},
-        queue=queue_name(region, priority),
-        headers=headers or None,
-    )
-
-
-def dispatch_job(app: Celery, job: JobRecord, region: str | None = None) -> None:
-    """The job's message, to ``region`` or its own, marked as its record says (pinned, pipeline)."""
-    dispatch_segment(
-        app,
-        job.id,
-        job.token,
-        region or job.region,
-        job.priority,
-        pinned=job.pinned,
-        pipeline=job.pipeline,
+        kwargs={"job_id": job.id, "token": job.token},
+        queue=queue_name(region or job.region, job.spec.priority),
+        headers=message_headers(job.spec),
     )

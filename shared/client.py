@@ -7,20 +7,13 @@ from typing import Any
 
 import httpx
 
+from smartseg.shared.errors import SmartsegAPIError
+
+__all__ = ["SmartsegAPIError", "SmartsegClient"]
+
 DEFAULT_TIMEOUT_S = 30.0
 # The server holds a `Prefer: wait` request at most this long; ask again until the caller's deadline.
 WAIT_CHUNK_S = 30
-
-
-class SmartsegAPIError(Exception):
-    """Raised when the API answers with an error body; carries its status and stable code."""
-
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details or {}
 
 
 class SmartsegClient:

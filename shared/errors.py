@@ -1,4 +1,10 @@
-"""The one error tree of smartseg. Every error has a stable ``code`` that the API returns."""
+"""The one error tree of smartseg: every exception the project raises descends from ``SmartsegError``.
+
+Every error has a stable ``code`` (and the HTTP ``status`` the API answers with, where it reaches a
+client). Branches: request errors (4xx), ``ServiceUnavailable``, ``JobFailure`` (the code a failed job
+stores), ``StartupError`` (a process refuses to start), ``JobInterrupted`` (a run stops without failing)
+and ``ClientError`` (the Python SDK).
+"""
 
 from __future__ import annotations
 
@@ -125,3 +131,95 @@ class UnknownPipeline(InvalidRequest):
     """Raised when a request names a pipeline no worker of the deployment serves."""
 
     code = "unknown_pipeline"
+
+
+class UploadRejected(StorageUnavailable):
+    """Raised when the S3 server answers an upload with something other than 200 (retried, then final)."""
+
+    code = "upload_rejected"
+
+
+# Startup: a process refuses to start with settings or files it cannot serve. Never an HTTP answer.
+
+
+class StartupError(SmartsegError):
+    """Raised when a process cannot start with what its settings name; the message says what to fix."""
+
+    code = "startup_failed"
+
+
+class MissingSetting(StartupError):
+    """Raised when a setting this process needs (a Redis URL, an S3 endpoint) is not set."""
+
+    code = "missing_setting"
+
+
+class ModelWeightsError(StartupError):
+    """Raised when a model folder, manifest or copy is missing, incomplete, corrupt or unsafe; the message
+    names the file."""
+
+    code = "model_weights_invalid"
+
+
+class ModelLoadError(StartupError):
+    """Raised when a verified model folder still cannot be loaded; the worker must not start with it."""
+
+    code = "model_load_failed"
+
+
+class RuntimeConfigError(StartupError):
+    """Raised when the device or precision settings cannot work on this machine."""
+
+    code = "runtime_config_invalid"
+
+
+class StackStartError(StartupError):
+    """Raised when a service of the local stack (``smartseg up``, the tests' stack) does not start."""
+
+    code = "stack_start_failed"
+
+
+class WorkerStartError(StartupError):
+    """Raised when a worker cannot serve what its settings name; it stops before consuming any job."""
+
+    code = "worker_start_failed"
+
+
+# Job interruptions: a running job stops at a stage boundary without failing.
+
+
+class JobInterrupted(SmartsegError):
+    """Raised at a stage boundary when a running job must stop; it does not end as ``failed``."""
+
+    code = "job_interrupted"
+
+
+class JobCanceled(JobInterrupted):
+    """Raised at a stage boundary when the client canceled the running job."""
+
+    code = "job_canceled"
+
+
+class LeaseLost(JobInterrupted):
+    """Raised at a stage boundary when another attempt holds the job now: stop and write nothing."""
+
+    code = "lease_lost"
+
+
+# Client side: what the Python SDK raises.
+
+
+class ClientError(SmartsegError):
+    """Raised by the Python client (``smartseg.shared.client``)."""
+
+    code = "client_error"
+
+
+class SmartsegAPIError(ClientError):
+    """Raised when the API answers with an error body; carries its HTTP status and stable code."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}", details)
+        self.status = status
+        self.code = code
+        self.message = message

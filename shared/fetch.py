@@ -35,8 +35,8 @@ from urllib.parse import unquote, unquote_to_bytes, urlsplit
 import httpcore
 import httpx
 
-from shared.errors import ImageFetchFailed, ImageTooLarge, ImageURLForbidden
-from shared.settings import Settings
+from smartseg.shared.errors import ImageFetchFailed, ImageTooLarge, ImageURLForbidden
+from smartseg.shared.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -1,4 +1,5 @@
-"""The job store: job records in Redis. Every job state change goes through here, each one atomic (Lua)."""
+"""The job store: job records in Redis. Every job state change goes through here, each one atomic: a Lua
+script of ``lua/`` that reads the Redis clock itself, so every timestamp and score comes from one clock."""
 
 from __future__ import annotations
 
@@ -6,16 +7,18 @@ import enum
 import json
 import re
 import secrets
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
-from shared.errors import IdempotencyConflict, JobAlreadyFinished, NotFound
-from shared.keys import Keys
-from shared.redis_connection import redis_client
-from shared.settings import Settings
+from smartseg.shared.errors import IdempotencyConflict, JobAlreadyFinished, NotFound, ServiceUnavailable
+from smartseg.shared.jobspec import JobSpec
+from smartseg.shared.keys import Keys
+from smartseg.shared.redis_connection import redis_client
+from smartseg.shared.scripts import register
+from smartseg.shared.settings import Settings
 
 MICRO_USD = 1_000_000
 # A new job is owed its first message: the API sends it and crosses it off the outbox at once. One still
@@ -55,187 +58,11 @@ class CancelResult(enum.StrEnum):
     REQUESTED = "cancel_requested"
 
 
-_CREATE = """
-local idem = KEYS[4]
-if idem ~= '' then
-  local seen = redis.call('GET', idem)
-  if seen then
-    local sep = string.find(seen, '|', 1, true)
-    local job_id = string.sub(seen, 1, sep - 1)
-    if string.sub(seen, sep + 1) == ARGV[4] then return {'existing', job_id} end
-    return {'conflict', job_id}
-  end
-end
-local seq = redis.call('INCR', KEYS[3])
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], seq, ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-local clock = redis.call('TIME')
-redis.call('ZADD', KEYS[5], clock[1], KEYS[1])
--- owed a message: the caller sends it and crosses it off; if it dies first, the router sends it when due
-redis.call('ZADD', KEYS[6], tonumber(clock[1]) * 1000 + tonumber(ARGV[5]), KEYS[1])
-if idem ~= '' then redis.call('SET', idem, ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV[3]) end
-return {'created', ARGV[1]}
-"""
-
-# Appends to the job's region history (what GET shows as `history`): where it was queued, moved, started
-# and requeued, with the attempt and the Redis clock. Bounded: the first entry and the latest ones stay.
-_HISTORY = """
-local function record(job_key, event, region)
-  local clock = redis.call('TIME')
-  local history = cjson.decode(redis.call('HGET', job_key, 'history') or '[]')
-  if #history >= 32 then table.remove(history, 2) end
-  table.insert(history, {
-    event = event, region = region, attempt = tonumber(redis.call('HGET', job_key, 'attempt')),
-    at = tonumber(clock[1]) + tonumber(clock[2]) / 1000000,
-  })
-  redis.call('HSET', job_key, 'history', cjson.encode(history))
-end
-"""
-
-# Running jobs are indexed by lease deadline (KEYS[3]) so the router finds the ones whose worker died.
-_NOW_MS = """
-local clock = redis.call('TIME')
-local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-"""
-
-_CLAIM = (
-    _NOW_MS
-    + _HISTORY
-    + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 'missing' end
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 'stale' end
-if status ~= 'queued' then return 'not_queued' end
-redis.call('ZREM', ARGV[6] .. redis.call('HGET', KEYS[1], 'region'), KEYS[1])
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3], 'worker', ARGV[2])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'region', ARGV[5]) end
-record(KEYS[1], 'started', redis.call('HGET', KEYS[1], 'region'))
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
-redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[4]), KEYS[1])
-return redis.call('HGETALL', KEYS[1])
-"""
-)
-
-_RENEW = (
-    _NOW_MS
-    + """
-local job = redis.call('HMGET', KEYS[1], 'status', 'token', 'cancel_requested')
-if job[1] ~= 'running' or job[2] ~= ARGV[1] then return 'lost' end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[2]), KEYS[1])
-if job[3] == '1' then return 'cancel_requested' end
-return 'held'
-"""
-)
-
-# A running job whose lease expired: its worker is gone (or frozen). It gets a new token, so the old run
-# can neither renew nor finish, and goes to the outbox, which the router empties by sending messages.
-# A cancel requested meanwhile ends it instead. KEYS: job, lease, running, outbox.
-_REQUEUE = (
-    _NOW_MS
-    + _HISTORY
-    + """
-local job = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'attempt')
-if job[1] ~= 'running' then
-  redis.call('ZREM', KEYS[3], KEYS[1])
-  return 'not_running'
-end
-local left = redis.call('PTTL', KEYS[2])
-if left > 0 then
-  redis.call('ZADD', KEYS[3], now_ms + left, KEYS[1])
-  return 'held'
-end
-redis.call('ZREM', KEYS[3], KEYS[1])
-if job[2] == '1' then
-  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2])
-  redis.call('PUBLISH', ARGV[3], 'canceled')
-  return 'canceled'
-end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'token', ARGV[1], 'attempt', tonumber(job[3] or '1') + 1)
-redis.call('HDEL', KEYS[1], 'worker', 'started_at')
-record(KEYS[1], 'requeued', redis.call('HGET', KEYS[1], 'region'))
-redis.call('ZADD', KEYS[4], now_ms, KEYS[1])
-redis.call('ZADD', ARGV[4] .. redis.call('HGET', KEYS[1], 'region'), clock[1], KEYS[1])
-return 'requeued'
-"""
-)
-
-# Ends a running job held by ARGV[1]. A cancel that raced in turns a success into `canceled`, unbilled.
-_FINISH = """
-local job = redis.call('HMGET', KEYS[1], 'status', 'token', 'cancel_requested')
--- The same token again after the job ended: this run's own write, repeated because its reply was lost.
-if job[2] == ARGV[1] and (job[1] == 'succeeded' or job[1] == 'failed' or job[1] == 'canceled') then
-  return job[1]
-end
-if job[1] ~= 'running' or job[2] ~= ARGV[1] then return 'refused' end
-local status = ARGV[2]
-local bill = tonumber(ARGV[4])
-if job[3] == '1' and status == 'succeeded' then
-  status = 'canceled'
-  bill = 0
-end
-if status == 'canceled' then
-  redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[3])
-else
-  redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[3], unpack(ARGV, 6))
-end
-if bill > 0 then
-  redis.call('HSET', KEYS[1], 'billed_micro_usd', bill)
-  redis.call('HINCRBY', KEYS[3], 'runs', 1)
-  redis.call('HINCRBY', KEYS[3], 'micro_usd', bill)
-end
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[4], KEYS[1])
-redis.call('PUBLISH', ARGV[5], status)
-return status
-"""
-
-# KEYS: job, the new region's queued index. ARGV: new region, queued-key prefix, region it is indexed in.
-_MOVE_QUEUED = (
-    _HISTORY
-    + """
-local job = redis.call('HMGET', KEYS[1], 'status', 'region')
-if job[1] ~= 'queued' then
-  redis.call('ZREM', ARGV[2] .. ARGV[3], KEYS[1])  -- ran, ended or expired meanwhile
-  return 0
-end
-redis.call('ZREM', ARGV[2] .. job[2], KEYS[1])
-redis.call('HSET', KEYS[1], 'region', ARGV[1])
-redis.call('ZADD', KEYS[2], redis.call('TIME')[1], KEYS[1])
-if job[2] ~= ARGV[1] then record(KEYS[1], 'moved', ARGV[1]) end
-return 1
-"""
-)
-
-# A worker that does not serve the job's pipeline gives its message back: the job, still queued under this
-# token, is owed a message now, which the router sends where the pipeline is served. KEYS: job, outbox.
-_HAND_BACK = (
-    _NOW_MS
-    + """
-local job = redis.call('HMGET', KEYS[1], 'status', 'token')
-if job[1] ~= 'queued' or job[2] ~= ARGV[1] then return 0 end
-redis.call('ZADD', KEYS[2], now_ms, KEYS[1])
-return 1
-"""
-)
-
-_CANCEL = """
-local job = redis.call('HMGET', KEYS[1], 'status', 'owner')
-if not job[1] or job[2] ~= ARGV[1] then return 'missing' end
-if job[1] == 'queued' then
-  redis.call('ZREM', ARGV[4] .. redis.call('HGET', KEYS[1], 'region'), KEYS[1])
-  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2], 'cancel_requested', '1')
-  redis.call('PUBLISH', ARGV[3], 'canceled')
-  return 'canceled'
-end
-if job[1] == 'running' then
-  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
-  return 'cancel_requested'
-end
-return job[1]
-"""
+class RequeueResult(enum.StrEnum):
+    REQUEUED = "requeued"  # new token, attempt + 1, owed a message
+    HELD = "held"  # its lease is alive after all
+    CANCELED = "canceled"  # a cancel was pending: it ends instead
+    NOT_RUNNING = "not_running"
 
 
 JOB_ID_PREFIX = "seg_"
@@ -267,14 +94,14 @@ def new_token() -> str:
 
 @dataclass
 class JobRecord:
-    """One job as stored. ``request`` is the normalised submit body; ``outputs`` hold storage keys."""
+    """One job as stored: its spec, where it is (``region``) and under which fence (``token``, ``attempt``),
+    and what it produced (``outputs`` hold storage keys)."""
 
     id: str
     owner: str
     status: JobStatus
-    request: dict[str, Any]
+    spec: JobSpec
     region: str
-    priority: str
     token: str
     attempt: int
     created_at: float
@@ -290,16 +117,6 @@ class JobRecord:
     billed_micro_usd: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def pinned(self) -> bool:
-        """Pinned to its region (``region_policy=require``): it never moves, it waits there."""
-        return bool(self.request.get("region_policy") == "require")
-
-    @property
-    def pipeline(self) -> str | None:
-        pipeline: str | None = self.request.get("options", {}).get("pipeline")
-        return pipeline
-
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> JobRecord:
         def number(name: str) -> float | None:
@@ -309,9 +126,8 @@ class JobRecord:
             id=raw["id"],
             owner=raw["owner"],
             status=JobStatus(raw["status"]),
-            request=json.loads(raw["request"]),
+            spec=_spec_of(raw),
             region=raw["region"],
-            priority=raw["priority"],
             token=raw["token"],
             attempt=int(raw["attempt"]),
             created_at=float(raw["created_at"]),
@@ -329,6 +145,17 @@ class JobRecord:
         )
 
 
+def _spec_of(raw: dict[str, str]) -> JobSpec:
+    if "spec" in raw:
+        return JobSpec.model_validate_json(raw["spec"])
+    return JobSpec.from_stored_request(json.loads(raw["request"]))  # a record from before specs
+
+
+def _record(flat: list[str]) -> JobRecord:
+    """A record from a script's HGETALL reply."""
+    return JobRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
 @dataclass(frozen=True)
 class JobPage:
     jobs: list[JobRecord]
@@ -344,8 +171,14 @@ def _flatten(fields: dict[str, Any]) -> list[str]:
     return flat
 
 
+# A script that touches a region's queued index names the region it expects the job in; when the job is
+# elsewhere (it moved meanwhile) it answers {'moved', region} and is called again with that region's key.
+REGION_RETRIES = 5
+MOVED = "moved"
+
+
 class JobStore:
-    """Job records in Redis. Workers and the API both use it; the Lua scripts make each change atomic."""
+    """Job records in Redis. Workers, the router and the API all use it."""
 
     def __init__(
         self,
@@ -355,89 +188,93 @@ class JobStore:
         idempotency_ttl_s: int,
         price_micro_usd: int,
     ) -> None:
-        self.redis = client
+        self._redis = client
         self.keys = keys
         self.job_ttl_s = job_ttl_s
         self.idempotency_ttl_s = idempotency_ttl_s
         self.price_micro_usd = price_micro_usd
-        self._create = client.register_script(_CREATE)
-        self._claim = client.register_script(_CLAIM)
-        self._renew = client.register_script(_RENEW)
-        self._finish = client.register_script(_FINISH)
-        self._cancel = client.register_script(_CANCEL)
-        self._requeue = client.register_script(_REQUEUE)
-        self._move_queued = client.register_script(_MOVE_QUEUED)
-        self._hand_back = client.register_script(_HAND_BACK)
+        self._create = register(client, "create")
+        self._claim = register(client, "claim")
+        self._renew = register(client, "renew")
+        self._finish = register(client, "finish")
+        self._cancel = register(client, "cancel")
+        self._requeue = register(client, "requeue")
+        self._move_queued = register(client, "move_queued")
+        self._hand_back = register(client, "hand_back")
+        self._due = register(client, "due")
+        self._defer = register(client, "defer")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> JobStore:
-        """The store on the settings' Redis; the connection opens on first use."""
-        client = redis_client(settings.require_redis_url())
+    def from_settings(cls, settings: Settings, client: redis.Redis | None = None) -> JobStore:
+        """The store on ``client``, else on a new client of the settings' Redis (it connects on first use)."""
         return cls(
-            client,
+            client or redis_client(settings.require_redis_url()),
             Keys(settings.key_prefix),
             job_ttl_s=settings.job_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             price_micro_usd=round(settings.price_usd * MICRO_USD),
         )
 
+    def close(self) -> None:
+        self._redis.close()
+
     def create(
         self,
         *,
         owner: str,
-        request: dict[str, Any],
+        spec: JobSpec,
         region: str,
-        priority: str,
         filename_stem: str,
         idempotency_key_hash: str | None = None,
         request_hash: str | None = None,
     ) -> tuple[JobRecord, bool]:
-        """Create a queued job; returns (job, created). A replayed Idempotency-Key returns the first job."""
+        """Create a queued job in ``region``; returns (job, created). A replayed Idempotency-Key returns
+        the first job instead."""
         job_id = new_job_id()
-        now = time.time()
         fields = {
             "id": job_id,
             "owner": owner,
             "status": JobStatus.QUEUED.value,
-            "request": request,
+            "spec": spec.model_dump_json(),
             "region": region,
-            "priority": priority,
             "token": new_token(),
             "attempt": 1,
-            "created_at": repr(now),
             "filename_stem": filename_stem,
-            "history": [{"event": "queued", "region": region, "attempt": 1, "at": round(now, 6)}],
         }
-        idem_key = self.keys.idempotency(owner, idempotency_key_hash) if idempotency_key_hash else ""
-        outcome, found_id = self._create(
-            keys=[
-                self.keys.job(job_id),
-                self.keys.owner_jobs(owner),
-                self.keys.sequence(),
-                idem_key,
-                self.keys.queued(region),
-                self.keys.outbox(),
-            ],
+        keys = [
+            self.keys.job(job_id),
+            self.keys.owner_jobs(owner),
+            self.keys.sequence(),
+            self.keys.queued(region),
+            self.keys.outbox(),
+        ]
+        if idempotency_key_hash:
+            keys.append(self.keys.idempotency(owner, idempotency_key_hash))
+        outcome, found = self._create(
+            keys=keys,
             args=[
                 job_id,
                 self.job_ttl_s,
                 self.idempotency_ttl_s,
                 request_hash or "",
                 int(SEND_GRACE_S * 1000),
+                region,
                 *_flatten(fields),
             ],
         )
+        if outcome == "created":
+            return _record(found), True
         if outcome == "conflict":
             raise IdempotencyConflict(
-                "this Idempotency-Key was used with a different request body", {"job_id": found_id}
+                "this Idempotency-Key was used with a different request body", {"job_id": found}
             )
-        job = self.get(found_id)
+        job = self.get(found)
         if job is None:  # the first job of this key expired before its key did
-            raise NotFound(f"job {found_id} of this Idempotency-Key has expired")
-        return job, outcome == "created"
+            raise NotFound(f"job {found} of this Idempotency-Key has expired")
+        return job, False
 
     def get(self, job_id: str) -> JobRecord | None:
-        raw = self.redis.hgetall(self.keys.job(job_id))
+        raw = self._redis.hgetall(self.keys.job(job_id))
         return JobRecord.from_hash(raw) if raw else None  # type: ignore[arg-type]
 
     def get_for_owner(self, owner: str, job_id: str) -> JobRecord:
@@ -459,7 +296,7 @@ class JobStore:
         scanned = 0
         last_seq: int | None = None
         while len(jobs) < limit and scanned < MAX_SCAN_PER_PAGE:
-            batch: list[tuple[str, float]] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
+            batch: list[tuple[str, float]] = self._redis.zrevrangebyscore(  # type: ignore[assignment]
                 key, upper, "-inf", start=0, num=limit, withscores=True
             )
             if not batch:
@@ -473,7 +310,7 @@ class JobStore:
                     if len(jobs) == limit:
                         break
             upper = f"({last_seq}"
-        more = bool(self.redis.zrevrangebyscore(key, upper, "-inf", start=0, num=1))
+        more = bool(self._redis.zrevrangebyscore(key, upper, "-inf", start=0, num=1))
         return JobPage(jobs, str(last_seq) if more and last_seq is not None else None)
 
     def claim(self, job_id: str, token: str, worker_id: str, lease_s: float, region: str = "") -> ClaimResult:
@@ -486,13 +323,17 @@ class JobStore:
         """``claim``, also returning the running job's record (read in the same atomic step).
 
         ``region`` (the claiming worker's) becomes the job's: where it runs, after any move."""
-        result = self._claim(
-            keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.running()],
-            args=[token, worker_id, repr(time.time()), int(lease_s * 1000), region, self.keys.queued()],
+        result = self._in_region(
+            job_id,
+            region,
+            lambda queued, expected: self._claim(
+                keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.running(), queued],
+                args=[token, worker_id, int(lease_s * 1000), region, expected],
+            ),
         )
         if isinstance(result, str):
             return ClaimResult(result), None
-        return ClaimResult.CLAIMED, JobRecord.from_hash(dict(zip(result[::2], result[1::2], strict=True)))
+        return ClaimResult.CLAIMED, _record(result[1])
 
     def renew_lease(self, job_id: str, token: str, lease_s: float) -> LeaseState:
         result = self._renew(
@@ -524,37 +365,47 @@ class JobStore:
         return self._end(job, token, JobStatus.CANCELED, {}, 0)
 
     def cancel(self, owner: str, job_id: str) -> CancelResult:
-        result = self._cancel(
-            keys=[self.keys.job(job_id)],
-            args=[owner, repr(time.time()), self.keys.finished_channel(job_id), self.keys.queued()],
+        result = self._in_region(
+            job_id,
+            None,
+            lambda queued, expected: self._cancel(
+                keys=[self.keys.job(job_id), queued],
+                args=[owner, self.keys.finished_channel(job_id), expected],
+            ),
         )
         if result == "missing":
             raise NotFound(f"no segmentation with id {job_id!r}")
         if result == JobStatus.CANCELED.value:
             return CancelResult.CANCELED  # canceled now or before: cancel is idempotent
-        if result == "cancel_requested":
+        if result == CancelResult.REQUESTED.value:
             return CancelResult.REQUESTED
         raise JobAlreadyFinished(f"segmentation {job_id} already {result}; it cannot be canceled")
 
     def expired_leases(self, limit: int = 100) -> list[str]:
         """Ids of running jobs whose lease deadline has passed (their worker stopped renewing)."""
-        now_ms = int(time.time() * 1000)
-        members = self.redis.zrangebyscore(self.keys.running(), "-inf", now_ms, start=0, num=limit)
-        return [_job_id_of(str(member)) for member in members]
+        return [_job_id_of(str(member)) for member in self._due(keys=[self.keys.running()], args=[limit])]
 
-    def requeue_if_lease_expired(self, job_id: str) -> str:
-        """'requeued' (new token, attempt + 1, in the outbox), 'held', 'canceled' or 'not_running'."""
-        result: str = self._requeue(
-            keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.running(), self.keys.outbox()],
-            args=[new_token(), repr(time.time()), self.keys.finished_channel(job_id), self.keys.queued()],
+    def requeue_if_lease_expired(self, job_id: str) -> RequeueResult:
+        """A running job whose lease expired gets a new token and attempt + 1 and is owed a message."""
+        result = self._in_region(
+            job_id,
+            None,
+            lambda queued, expected: self._requeue(
+                keys=[
+                    self.keys.job(job_id),
+                    self.keys.lease(job_id),
+                    self.keys.running(),
+                    self.keys.outbox(),
+                    queued,
+                ],
+                args=[new_token(), self.keys.finished_channel(job_id), expected],
+            ),
         )
-        return result
+        return RequeueResult(result)
 
     def owed_messages(self, limit: int = 100) -> list[str]:
         """Ids of jobs in the outbox that are due: queued, but their message may not have been sent."""
-        now_ms = int(time.time() * 1000)
-        members = self.redis.zrangebyscore(self.keys.outbox(), "-inf", now_ms, start=0, num=limit)
-        return [_job_id_of(str(member)) for member in members]
+        return [_job_id_of(str(member)) for member in self._due(keys=[self.keys.outbox()], args=[limit])]
 
     def hand_back(self, job_id: str, token: str) -> bool:
         """Give back a message this worker cannot run; False if the message was stale anyway."""
@@ -562,38 +413,39 @@ class JobStore:
 
     def owe_later(self, job_id: str, after_s: float) -> None:
         """Look at an owed message again in ``after_s`` (nowhere can run it now)."""
-        due_ms = int((time.time() + after_s) * 1000)
-        self.redis.zadd(self.keys.outbox(), {self.keys.job(job_id): due_ms}, xx=True)
+        self._defer(keys=[self.keys.outbox(), self.keys.job(job_id)], args=[int(after_s * 1000)])
 
     def message_sent(self, job_id: str) -> None:
-        self.redis.zrem(self.keys.outbox(), self.keys.job(job_id))
+        self._redis.zrem(self.keys.outbox(), self.keys.job(job_id))
 
     def pinned_resend_done(self, job: JobRecord) -> bool:
-        return bool(self.redis.exists(self.keys.pinned_resend(job.id, job.token)))
+        return bool(self._redis.exists(self.keys.pinned_resend(job.id, job.token)))
 
     def record_pinned_resend(self, job: JobRecord) -> None:
-        self.redis.set(self.keys.pinned_resend(job.id, job.token), 1, ex=self.job_ttl_s)
+        self._redis.set(self.keys.pinned_resend(job.id, job.token), 1, ex=self.job_ttl_s)
 
     def move_to_region(self, job_id: str, region: str, indexed_in: str) -> bool:
         """Record where a queued job's message now goes (a claim records where it actually ran).
         False, and its entry in ``indexed_in``'s queued index dropped, if it is no longer queued."""
-        return bool(
-            self._move_queued(
-                keys=[self.keys.job(job_id), self.keys.queued(region)],
-                args=[region, self.keys.queued(), indexed_in],
+        source = indexed_in
+        for _ in range(REGION_RETRIES):
+            result = self._move_queued(
+                keys=[self.keys.job(job_id), self.keys.queued(region), self.keys.queued(source)],
+                args=[region, source],
             )
-        )
+            if not _moved(result):
+                return bool(result)
+            source = result[1]
+        raise ServiceUnavailable(f"job {job_id} kept moving between regions; try again")
 
-    def queued_in(self, region: str, entered_before: float, limit: int = 1000) -> list[str]:
-        """Ids of jobs queued in ``region`` since before ``entered_before`` (a Unix time)."""
-        members = self.redis.zrangebyscore(
-            self.keys.queued(region), "-inf", entered_before, start=0, num=limit
-        )
+    def queued_in(self, region: str, limit: int = 1000) -> list[str]:
+        """Ids of jobs indexed as queued in ``region``, longest there first."""
+        members = self._redis.zrange(self.keys.queued(region), 0, limit - 1)
         return [_job_id_of(str(member)) for member in members]
 
     def usage(self, owner: str) -> tuple[int, int]:
         """(billed runs, billed micro-USD) of an owner."""
-        raw = self.redis.hmget(self.keys.usage(owner), ["runs", "micro_usd"])
+        raw = self._redis.hmget(self.keys.usage(owner), ["runs", "micro_usd"])
         return int(raw[0] or 0), int(raw[1] or 0)
 
     def _end(
@@ -606,13 +458,21 @@ class JobStore:
                 self.keys.usage(job.owner),
                 self.keys.running(),
             ],
-            args=[
-                token,
-                status.value,
-                repr(time.time()),
-                bill_micro_usd,
-                self.keys.finished_channel(job.id),
-                *_flatten(fields),
-            ],
+            args=[token, status.value, bill_micro_usd, self.keys.finished_channel(job.id), *_flatten(fields)],
         )
         return None if result == "refused" else JobStatus(result)
+
+    def _in_region(self, job_id: str, region: str | None, call: Callable[[str, str], Any]) -> Any:
+        """``call(queued index key, region)`` with the job's region: ``region`` if the caller knows it,
+        else as the record says; again with the region a script answers ``moved`` with."""
+        expected = region or self._redis.hget(self.keys.job(job_id), "region") or ""
+        for _ in range(REGION_RETRIES):
+            result = call(self.keys.queued(str(expected)), str(expected))
+            if not _moved(result):
+                return result
+            expected = result[1]
+        raise ServiceUnavailable(f"job {job_id} kept moving between regions; try again")
+
+
+def _moved(result: object) -> bool:
+    return isinstance(result, list) and len(result) == 2 and result[0] == MOVED

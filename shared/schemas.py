@@ -6,25 +6,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from smartseg.shared.jobspec import JobOptions, Priority, RegionPolicy
+
 MAX_PROMPTS = 16
 MAX_PROMPT_CHARS = 300
 # data: URLs travel inside the job record; bigger images should be served over http(s).
 MAX_IMAGE_URL_CHARS = 12 * 1024 * 1024
 
 
-class SegmentationOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SegmentationOptions(JobOptions):
+    """``options`` of a request: the job options, and the pipeline (the deployment default if omitted)."""
 
-    box_threshold: float = Field(default=0.3, ge=0.0, le=1.0, description="Minimum detection score.")
-    text_threshold: float = Field(default=0.25, ge=0.0, le=1.0, description="Minimum phrase-match score.")
-    max_masks: int = Field(default=3, ge=1, le=20, description="At most this many masks per prompt.")
-    output_format: Literal["png", "rle", "polygon", "cutout"] = Field(
-        default="png",
-        description=(
-            "png: 8-bit 0/255 mask of the image's size; rle: COCO compressed RLE (JSON); polygon: outer and "
-            "hole contours in pixels (JSON); cutout: RGBA PNG of the image with the mask as alpha."
-        ),
-    )
     pipeline: str | None = Field(
         default=None, description="Pipeline name; the deployment default if omitted."
     )
@@ -39,14 +31,14 @@ class SegmentationRequest(BaseModel):
     prompt: str | None = Field(default=None, min_length=1, max_length=MAX_PROMPT_CHARS)
     prompts: list[str] | None = Field(default=None, min_length=1, max_length=MAX_PROMPTS)
     region: str | None = Field(default=None, max_length=64)
-    region_policy: Literal["prefer", "require"] = Field(
+    region_policy: RegionPolicy = Field(
         default="prefer",
         description=(
             "prefer: run in `region` while it is healthy, else in the healthy region with the least queued "
             "work per worker; require: only ever in `region` (data residency), waiting there if it is down."
         ),
     )
-    priority: Literal["interactive", "batch"] = "interactive"
+    priority: Priority = "interactive"
     options: SegmentationOptions = Field(default_factory=SegmentationOptions)
 
     @field_validator("prompt")
@@ -130,9 +122,9 @@ class Billing(BaseModel):
 class JobInput(BaseModel):
     image_url: str
     prompts: list[str]
-    priority: str
+    priority: Priority
     region: str | None
-    region_policy: Literal["prefer", "require"] = "prefer"
+    region_policy: RegionPolicy = "prefer"
     options: SegmentationOptions
 
 

@@ -7,7 +7,11 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from smartseg.shared.errors import MissingSetting
+
 CommaList = Annotated[list[str], NoDecode]
+DeviceSetting = Literal["auto", "cpu", "cuda"]
+DtypeSetting = Literal["auto", "float32", "float16", "bfloat16"]
 
 
 class Settings(BaseSettings):
@@ -55,8 +59,8 @@ class Settings(BaseSettings):
     sam_model: str = "sam-vit-base"
     sam2_model: str = "sam2.1-hiera-tiny"
     sam3_model: str = "sam3"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # half precision on CUDA only
+    device: DeviceSetting = "auto"
+    dtype: DtypeSetting = "auto"  # half precision on CUDA only
     torch_threads: int = Field(default=0, ge=0, le=256)  # 0: torch's own default
     embedding_cache_size: int = Field(default=8, ge=0, le=1024)  # image embeddings kept per worker
 
@@ -87,12 +91,14 @@ class Settings(BaseSettings):
 
     def require_redis_url(self) -> str:
         if not self.redis_url:
-            raise RuntimeError("SMARTSEG_REDIS_URL is not set (only `smartseg up` starts an embedded Redis)")
+            raise MissingSetting(
+                "SMARTSEG_REDIS_URL is not set (only `smartseg up` starts an embedded Redis)"
+            )
         return self.redis_url
 
     def require_s3_endpoint(self) -> str:
         if not self.s3_endpoint:
-            raise RuntimeError("SMARTSEG_S3_ENDPOINT is not set (only `smartseg up` starts an embedded S3)")
+            raise MissingSetting("SMARTSEG_S3_ENDPOINT is not set (only `smartseg up` starts an embedded S3)")
         return self.s3_endpoint
 
     def to_env(self) -> dict[str, str]:

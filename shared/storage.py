@@ -16,8 +16,8 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.errors import StorageUnavailable
-from shared.settings import Settings
+from smartseg.shared.errors import StorageUnavailable, UploadRejected
+from smartseg.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,6 @@ class Presigner:
         request = AWSRequest(method="GET", url=self.base + quote(key, safe="/~"))
         S3SigV4QueryAuth(self.credentials, "s3", self.region, expires=ttl_s).add_auth(request)
         return str(request.url)
-
-
-class UploadRejected(Exception):
-    """The S3 server answered a PUT with something other than 200."""
 
 
 class SignedUploader:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.launcher import EmbeddedRedis, EmbeddedS3
-from shared.settings import Settings
+from smartseg.cli.launcher import EmbeddedRedis, EmbeddedS3
+from smartseg.shared.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +48,8 @@ TINY_MODELS = ("grounding-dino-tiny", "sam-vit-base", "sam2.1-hiera-tiny", "sam3
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random-weight models of every architecture, saved as published checkpoints are, with manifests."""
-    from worker.model_weights import write_manifest
-    from worker.models.random_weights import save_random_model
+    from smartseg.testing.random_weights import save_random_model
+    from smartseg.worker.models.manifest import write_manifest
 
     model_dir = Path(tmp_path_factory.mktemp("models"))
     for name in TINY_MODELS:

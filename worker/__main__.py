@@ -1,4 +1,4 @@
-"""``python -m worker``: one Celery worker serving ``SMARTSEG_REGION``, interactive queue before batch."""
+"""``python -m smartseg.worker``: one Celery worker serving ``SMARTSEG_REGION``, interactive before batch."""
 
 from __future__ import annotations
 
@@ -7,16 +7,13 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
-from shared.keys import Keys, region_queues
-from shared.settings import Settings
-from worker.celery_worker import (
-    WorkerStartError,
-    build_runner,
-    build_worker_app,
-    worker_device,
-    worker_versions,
-)
-from worker.heartbeat import Heartbeat
+from smartseg.shared.errors import WorkerStartError
+from smartseg.shared.jobstore import JobStore
+from smartseg.shared.keys import Keys, region_queues
+from smartseg.shared.redis_connection import redis_client
+from smartseg.shared.settings import Settings
+from smartseg.worker.celery_worker import build_runner, build_worker_app, load_pipelines, worker_versions
+from smartseg.worker.heartbeat import Heartbeat
 
 
 def main() -> None:
@@ -30,21 +27,23 @@ def main() -> None:
             f"SMARTSEG_REGION={settings.region!r} is not one of SMARTSEG_REGIONS={settings.regions}"
         )
     try:
-        runner = build_runner(settings)
+        loaded = load_pipelines(settings)  # now, so a broken one stops the worker at start, not mid-job
     except WorkerStartError as exc:
         logging.getLogger("worker").error("cannot start: %s", exc)
         raise SystemExit(1) from None
+    client = redis_client(settings.require_redis_url())
+    runner = build_runner(settings, JobStore.from_settings(settings, client), loaded)
     runner.storage.ensure_bucket()
     app = build_worker_app(settings, runner)
     heartbeat = Heartbeat(
-        runner.store.redis,
+        client,
         Keys(settings.key_prefix),
         worker_id=runner.worker_id,
         region=settings.region,
         pipelines=list(runner.pipelines),
         interval_s=settings.heartbeat_interval_s,
         ttl_s=settings.heartbeat_ttl_s,
-        device=worker_device(settings, dict(runner.pipelines)),
+        device=loaded.device,
         versions=worker_versions(),
         status=runner.status,
     )

@@ -1,4 +1,4 @@
-"""The worker's Celery app: the segmentation task bound to a JobRunner built from the settings."""
+"""The worker's parts, built from the settings: its pipelines on one runtime, its runner, its Celery app."""
 
 from __future__ import annotations
 
@@ -9,57 +9,62 @@ import platform
 import socket
 import sys
 import time
+from dataclasses import dataclass
 
 from celery import Celery, Task
 
-from shared.celery_app import PIPELINE_HEADER, SEGMENT_TASK, make_celery
-from shared.fetch import ImageFetcher, fetch_limits
-from shared.jobstore import JobStore
-from shared.settings import Settings
-from shared.storage import MaskStorage
-from worker.model_weights import prepare_models
-from worker.pipeline import build_pipeline, required_models
-from worker.pipeline.base import Pipeline
-from worker.runner import JobRunner
+from smartseg.shared.celery_app import PIPELINE_HEADER, SEGMENT_TASK, make_celery
+from smartseg.shared.errors import UnknownPipeline, WorkerStartError
+from smartseg.shared.fetch import ImageFetcher, fetch_limits
+from smartseg.shared.jobstore import JobStore
+from smartseg.shared.settings import Settings
+from smartseg.shared.storage import MaskStorage
+from smartseg.worker.model_weights import prepare_models
+from smartseg.worker.pipeline.base import Pipeline
+from smartseg.worker.pipelines import build_pipeline, model_names, required_models
+from smartseg.worker.runner import JobRunner
 
 log = logging.getLogger(__name__)
 
 
-class WorkerStartError(RuntimeError):
-    """The worker cannot serve what its settings name; it stops before consuming any job."""
+@dataclass(frozen=True)
+class LoadedPipelines:
+    pipelines: dict[str, Pipeline]
+    device: str  # where their models run ("cpu" when none loaded a model), for the heartbeat
 
 
-def build_pipelines(settings: Settings) -> dict[str, Pipeline]:
-    """Every pipeline the settings name, with its models fetched, verified, loaded and warmed up."""
-    needed = sorted({model for name in settings.pipelines for model in required_models(name, settings)})
+def load_pipelines(settings: Settings) -> LoadedPipelines:
+    """Every pipeline the settings name, with its models fetched, verified, loaded and warmed up, on one
+    runtime chosen once for the worker."""
+    models = model_names(settings)
+    try:
+        needed = sorted({model for name in settings.pipelines for model in required_models(name, models)})
+    except UnknownPipeline as exc:
+        raise WorkerStartError(f"SMARTSEG_PIPELINES: {exc}") from exc
+    runtime = None
     try:
         folders = prepare_models(settings, needed) if needed else {}
+        if needed:
+            from smartseg.worker.models.runtime import Runtime  # imports torch
+
+            runtime = Runtime.choose(settings.device, settings.dtype, settings.torch_threads)
     except Exception as exc:
         raise WorkerStartError(f"models {', '.join(needed)}: {exc}") from exc
     pipelines = {}
     for name in settings.pipelines:
         try:
-            pipeline = build_pipeline(name, settings, folders)
+            pipeline = build_pipeline(name, models, folders, runtime, settings.embedding_cache_size)
             started = time.perf_counter()
             pipeline.warm_up()
         except Exception as exc:
             raise WorkerStartError(f"pipeline {name}: {exc}") from exc
         log.info("pipeline %s (%s) ready, warm-up %.2fs", name, pipeline.model, time.perf_counter() - started)
         pipelines[name] = pipeline
-    return pipelines
+    return LoadedPipelines(pipelines, runtime.device.type if runtime else "cpu")
 
 
 def worker_id(settings: Settings) -> str:
     return f"{settings.region}-{socket.gethostname()}-{os.getpid()}"
-
-
-def worker_device(settings: Settings, pipelines: dict[str, Pipeline]) -> str:
-    """Where this worker's models run, for its heartbeat ("cpu" when it loaded none)."""
-    if all(name == "lite" for name in pipelines):
-        return "cpu"
-    from worker.models.runtime import Runtime
-
-    return Runtime.from_settings(settings).device.type
 
 
 def worker_versions() -> dict[str, str]:
@@ -70,13 +75,12 @@ def worker_versions() -> dict[str, str]:
     return versions
 
 
-def build_runner(settings: Settings) -> JobRunner:
-    """Load every pipeline the settings name now, so a broken one stops the worker at start, not mid-job."""
+def build_runner(settings: Settings, store: JobStore, loaded: LoadedPipelines) -> JobRunner:
     return JobRunner(
-        store=JobStore.from_settings(settings),
+        store=store,
         storage=MaskStorage.from_settings(settings),
         fetcher=ImageFetcher(fetch_limits(settings)),
-        pipelines=build_pipelines(settings),
+        pipelines=loaded.pipelines,
         worker_id=worker_id(settings),
         lease_s=settings.lease_s,
         max_image_pixels=settings.max_image_pixels,
@@ -89,7 +93,8 @@ def build_worker_app(settings: Settings, runner: JobRunner) -> Celery:
 
     @app.task(name=SEGMENT_TASK, ignore_result=True, bind=True)
     def segment(task: Task, job_id: str, token: str) -> str:
-        # Custom message headers are read with request.get (celery/celery#4875).
-        return runner.run(job_id, token, task.request.get(PIPELINE_HEADER))
+        # Custom message headers are read with request.get (celery/celery#4875). A message without one
+        # (sent before messages named their pipeline) is handed back, and the router sends a new one.
+        return runner.run(job_id, token, task.request.get(PIPELINE_HEADER) or "")
 
     return app

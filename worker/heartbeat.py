@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from shared.keys import Keys
+from smartseg.shared.keys import Keys
 
 log = logging.getLogger(__name__)
 

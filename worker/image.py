@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from shared.errors import ImageInvalid, ImageTooLarge
+from smartseg.shared.errors import ImageInvalid, ImageTooLarge
 
 DEFAULT_MAX_PIXELS = 40_000_000
 # Transparent pixels are shown on white, the background most viewers use.

@@ -8,7 +8,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from shared.jobstore import JobStore, LeaseState
+from smartseg.shared.errors import JobCanceled, LeaseLost
+from smartseg.shared.jobstore import JobStore, LeaseState
 
 log = logging.getLogger(__name__)
 
@@ -17,22 +18,22 @@ log = logging.getLogger(__name__)
 MIN_CHECK_INTERVAL_S = 0.05
 
 
-class JobCanceled(Exception):
-    """Raised at a stage boundary when the client canceled the running job."""
-
-
-class LeaseLost(Exception):
-    """Raised at a stage boundary when another attempt holds the job now: stop and write nothing."""
-
-
 class Lease:
     """One running job's lease, as held by this worker."""
 
-    def __init__(self, store: JobStore, job_id: str, token: str, lease_s: float) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        token: str,
+        lease_s: float,
+        check_interval_s: float = MIN_CHECK_INTERVAL_S,
+    ) -> None:
         self.store = store
         self.job_id = job_id
         self.token = token
         self.lease_s = lease_s
+        self.check_interval_s = check_interval_s
         self.renewed_at = time.monotonic()  # the claim just now was a renewal
 
     def renew(self) -> LeaseState:
@@ -41,7 +42,7 @@ class Lease:
 
     def checkpoint(self) -> None:
         """Renew and raise if the job was canceled or taken over (unless renewed a moment ago)."""
-        if time.monotonic() - self.renewed_at < MIN_CHECK_INTERVAL_S:
+        if time.monotonic() - self.renewed_at < self.check_interval_s:
             return
         state = self.renew()
         if state is LeaseState.LOST:
@@ -56,16 +57,19 @@ class LeaseRenewer:
     Long stages (a model's forward pass) have no boundary to renew at; this keeps their lease alive.
     """
 
-    def __init__(self, store: JobStore, lease_s: float) -> None:
+    def __init__(
+        self, store: JobStore, lease_s: float, check_interval_s: float = MIN_CHECK_INTERVAL_S
+    ) -> None:
         self.store = store
         self.lease_s = lease_s
+        self.check_interval_s = check_interval_s
         self._held: dict[str, Lease] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @contextmanager
     def hold(self, job_id: str, token: str) -> Iterator[Lease]:
-        lease = Lease(self.store, job_id, token, self.lease_s)
+        lease = Lease(self.store, job_id, token, self.lease_s, self.check_interval_s)
         with self._lock:
             self._held[job_id] = lease
             if self._thread is None:

@@ -1,4 +1,4 @@
-"""``python -m worker.router``: moves the work of dead regions and dead workers to healthy ones.
+"""``python -m smartseg.worker.router``: moves the work of dead regions and dead workers to healthy ones.
 
 One copy is active at a time: it holds a Redis lock with a TTL and renews it every tick; other copies
 stand by and take over once the holder stops renewing (it died), within the lock's TTL.
@@ -19,33 +19,26 @@ import os
 import signal
 import socket
 import threading
-import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from celery import Celery
 
-from shared.celery_app import dispatch_job, make_celery
-from shared.jobstore import JobRecord, JobStatus, JobStore
-from shared.keys import BATCH, INTERACTIVE
-from shared.queues import Queues
-from shared.regions import least_loaded_first, region_summaries
-from shared.settings import Settings
+from smartseg.shared.celery_app import make_celery, send_job
+from smartseg.shared.jobstore import JobRecord, JobStatus, JobStore, RequeueResult
+from smartseg.shared.keys import PRIORITIES
+from smartseg.shared.outbox import Outbox
+from smartseg.shared.queues import Queues
+from smartseg.shared.redis_connection import redis_client
+from smartseg.shared.regions import RegionState, least_loaded, least_loaded_first, region_states
+from smartseg.shared.scripts import register
+from smartseg.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
 OWED_RETRY_S = 5.0  # an owed message nowhere can run is looked at again this much later
 LOCK_TTL_S = 3.0
-
-# Renew only a lock we hold: a router that stalled past the TTL must not extend a successor's lock.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
 
 
 class RouterLock:
@@ -54,7 +47,7 @@ class RouterLock:
         self.key = key
         self.holder = holder
         self.ttl_ms = int(ttl_s * 1000)
-        self._renew = client.register_script(_RENEW)
+        self._renew = register(client, "renew_lock")
 
     def hold(self) -> bool:
         """Take the lock if it is free, or renew it if it is ours; False while another copy holds it."""
@@ -76,44 +69,47 @@ class Move:
 
 
 class Router:
-    def __init__(self, store: JobStore, celery: Celery, regions: list[str]) -> None:
+    def __init__(self, client: redis.Redis, store: JobStore, celery: Celery, regions: list[str]) -> None:
+        self.client = client
         self.store = store
-        self.client = store.redis
         self.keys = store.keys
         self.celery = celery
+        self.outbox = Outbox(store, celery)
         self.regions = regions
-        self.queues = Queues(store.redis, store.keys)
+        self.queues = Queues(client, store.keys)
 
     def tick(self) -> list[Move]:
-        summaries = region_summaries(self.client, self.keys, self.regions)
-        healthy = {s["region"]: s for s in summaries if s["healthy"]}
+        states = region_states(self.client, self.keys, self.regions)
+        healthy = {state.region: state for state in states if state.healthy}
         self.requeue_lost_runs()
         self.send_owed_messages(healthy)
         moves = []
-        for summary in summaries:
-            if not summary["healthy"]:
-                moves += self.move_queues(summary, healthy)
-                self.resend_queued_jobs(summary["region"], healthy)
+        for state in states:
+            if not state.healthy:
+                moves += self.move_queues(state, healthy)
+                self.resend_queued_jobs(state.region, healthy)
         return moves
 
-    def move_queues(self, dead: dict[str, Any], healthy: dict[str, dict[str, Any]]) -> list[Move]:
+    def move_queues(self, dead: RegionState, healthy: dict[str, RegionState]) -> list[Move]:
         """A dead region's queued messages, interactive then batch, to the least loaded healthy regions
         that serve their pipelines: each region in turn, least loaded first, takes what it serves."""
         moves = []
-        for priority in (INTERACTIVE, BATCH):
-            if not dead[f"queued_{priority}"]:
+        for priority in PRIORITIES:
+            if not dead.queued[priority]:
                 continue
-            for target in _by_load(healthy):
-                moved = self.queues.move(dead["region"], target, priority, healthy[target]["pipelines"])
+            for target in least_loaded_first(healthy.values()):
+                moved = self.queues.move(dead.region, target.region, priority, target.pipelines)
                 if moved:
-                    healthy[target][f"queued_{priority}"] += moved
-                    moves.append(Move(dead["region"], target, priority, moved))
-                    log.warning("moved %d %s messages from %s to %s", moved, priority, dead["region"], target)
-                if not self.queues.length(dead["region"], priority):
+                    target.queued[priority] += moved
+                    moves.append(Move(dead.region, target.region, priority, moved))
+                    log.warning(
+                        "moved %d %s messages from %s to %s", moved, priority, dead.region, target.region
+                    )
+                if not self.queues.length(dead.region, priority):
                     break
         return moves
 
-    def resend_queued_jobs(self, dead: str, healthy: dict[str, dict[str, Any]]) -> int:
+    def resend_queued_jobs(self, dead: str, healthy: dict[str, RegionState]) -> int:
         """A new message for every job still queued in a dead region: in a healthy region that serves its
         pipeline, or, for a job pinned there, in its own region, once per attempt.
 
@@ -122,23 +118,23 @@ class Router:
         messages above make most of these duplicates, which the fenced claim drops. The message is sent
         before the job's index entry moves: a crash in between means one more duplicate, never none."""
         sent = 0
-        for job_id in self.store.queued_in(dead, entered_before=time.time()):
+        for job_id in self.store.queued_in(dead):
             job = self.store.get(job_id)
             if job is None or job.status is not JobStatus.QUEUED:
                 self.store.move_to_region(job_id, dead, dead)  # drops the stale entry
                 continue
-            if job.pinned:
+            if job.spec.pinned:
                 if not self.store.pinned_resend_done(job):  # it waits there for its region
-                    dispatch_job(self.celery, job)
+                    send_job(self.celery, job)
                     self.store.record_pinned_resend(job)
                     sent += 1
                 continue
-            target = _least_loaded(healthy, job.pipeline)
+            target = least_loaded(healthy.values(), job.spec.pipeline)
             if target is None:
                 continue  # no healthy region serves its pipeline: it waits
-            dispatch_job(self.celery, job, target)
-            if self.store.move_to_region(job_id, target, dead):
-                healthy[target][f"queued_{job.priority}"] += 1
+            send_job(self.celery, job, target.region)
+            if self.store.move_to_region(job_id, target.region, dead):
+                target.queued[job.spec.priority] += 1
                 sent += 1
         if sent:
             log.warning("re-sent %d queued jobs of %s", sent, dead)
@@ -148,67 +144,49 @@ class Router:
         """Jobs whose lease expired get a new token and go to the outbox; returns how many."""
         requeued = 0
         for job_id in self.store.expired_leases():
-            outcome = self.store.requeue_if_lease_expired(job_id)
-            if outcome == "requeued":
+            if self.store.requeue_if_lease_expired(job_id) is RequeueResult.REQUEUED:
                 requeued += 1
                 log.warning("lease of %s expired: requeued with a new token", job_id)
         return requeued
 
-    def send_owed_messages(self, healthy: dict[str, dict[str, Any]]) -> None:
-        """A message for every job in the outbox that is due, where ``_destination`` says. Sent before the
-        entry is removed: a crash between the two sends a duplicate, which the fenced claim drops, never
-        nothing."""
+    def send_owed_messages(self, healthy: dict[str, RegionState]) -> None:
+        """A message for every job in the outbox that is due, where ``destination`` says."""
         for job_id in self.store.owed_messages():
             job = self.store.get(job_id)
             if job is None or job.status is not JobStatus.QUEUED:
                 self.store.message_sent(job_id)
                 continue
-            region = _destination(job, healthy)
+            region = destination(job, healthy)
             if region is None:
                 self.store.owe_later(job_id, OWED_RETRY_S)
                 continue
             if region != job.region:
                 self.store.move_to_region(job_id, region, job.region)
-            dispatch_job(self.celery, job, region)
-            self.store.message_sent(job_id)
+            self.outbox.send(job, region)
             if region in healthy:
-                healthy[region][f"queued_{job.priority}"] += 1
+                healthy[region].queued[job.spec.priority] += 1
 
 
-def _destination(job: JobRecord, healthy: dict[str, dict[str, Any]]) -> str | None:
+def destination(job: JobRecord, healthy: dict[str, RegionState]) -> str | None:
     """Where an owed message goes: the job's region while it is healthy and serves the job's pipeline;
     else, unless pinned, the least loaded healthy region that serves it. With no healthy region, the
     job's own queue, where it waits (a later move takes it on). None: its region is up but does not serve
     the pipeline and nowhere else can take it; sending it there would only bounce it back."""
     own = healthy.get(job.region)
-    if own is not None and (job.pipeline is None or job.pipeline in own["pipelines"]):
+    if own is not None and own.serves(job.spec.pipeline):
         return job.region
-    if not job.pinned:
-        target = _least_loaded(healthy, job.pipeline)
+    if not job.spec.pinned:
+        target = least_loaded(healthy.values(), job.spec.pipeline)
         if target is not None:
-            return target
+            return target.region
     return job.region if own is None else None
 
 
-def _by_load(healthy: dict[str, dict[str, Any]], pipeline: str | None = None) -> list[str]:
-    """The healthy regions serving ``pipeline`` (None: any), least queued work per live worker first."""
-    return least_loaded_first(
-        {
-            name: (summary["queued_interactive"] + summary["queued_batch"]) / summary["live_workers"]
-            for name, summary in healthy.items()
-            if pipeline is None or pipeline in summary["pipelines"]
-        }
-    )
-
-
-def _least_loaded(healthy: dict[str, dict[str, Any]], pipeline: str | None = None) -> str | None:
-    return next(iter(_by_load(healthy, pipeline)), None)
-
-
 def run(settings: Settings, stop: threading.Event) -> None:
-    store = JobStore.from_settings(settings)
-    lock = RouterLock(store.redis, store.keys.router_lock(), f"{socket.gethostname()}-{os.getpid()}")
-    router = Router(store, make_celery(settings), settings.regions)
+    client = redis_client(settings.require_redis_url())
+    store = JobStore.from_settings(settings, client)
+    lock = RouterLock(client, store.keys.router_lock(), f"{socket.gethostname()}-{os.getpid()}")
+    router = Router(client, store, make_celery(settings), settings.regions)
     active = False
     try:
         while not stop.is_set():
@@ -225,6 +203,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     finally:
         with contextlib.suppress(redis.RedisError):  # a standby takes over once the lock expires anyway
             lock.release()
+        client.close()
 
 
 def main() -> None:

@@ -9,14 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import JobFailure, PipelineFailed, SmartsegError
-from shared.fetch import ImageFetcher
-from shared.jobstore import JobRecord, JobStore
-from shared.storage import MaskStorage, object_key
-from worker.image import decode_image
-from worker.lease import JobCanceled, Lease, LeaseLost, LeaseRenewer
-from worker.mask_encoding import encode_mask
-from worker.pipeline.base import Pipeline, PipelineOptions, PromptResult
+from smartseg.shared.errors import JobCanceled, JobFailure, LeaseLost, PipelineFailed, SmartsegError
+from smartseg.shared.fetch import ImageFetcher
+from smartseg.shared.jobstore import JobRecord, JobStore
+from smartseg.shared.storage import MaskStorage, object_key
+from smartseg.worker.image import decode_image
+from smartseg.worker.lease import MIN_CHECK_INTERVAL_S, Lease, LeaseRenewer
+from smartseg.worker.mask_encoding import encode_mask
+from smartseg.worker.pipeline.base import Pipeline, PromptResult
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class JobRunner:
         lease_s: float,
         max_image_pixels: int,
         region: str = "",
+        check_interval_s: float = MIN_CHECK_INTERVAL_S,
     ) -> None:
         self.store = store
         self.storage = storage
@@ -39,7 +40,7 @@ class JobRunner:
         self.pipelines = pipelines
         self.worker_id = worker_id
         self.lease_s = lease_s
-        self.leases = LeaseRenewer(store, lease_s)
+        self.leases = LeaseRenewer(store, lease_s, check_interval_s)
         self.max_image_pixels = max_image_pixels
         self.region = region  # recorded on each job it claims
         self.current_job: str | None = None  # shown in the heartbeat
@@ -48,29 +49,33 @@ class JobRunner:
         current = self.current_job
         return {"busy": current is not None, "current_job": current}
 
-    def run(self, job_id: str, token: str, pipeline: str | None = None) -> str:
+    def run(self, job_id: str, token: str, pipeline_name: str) -> str:
         """Run the job this message names; returns what happened, for the log.
 
-        ``pipeline`` is the one the message says the job needs: if this worker does not serve it (the
-        region's workers changed since the job was placed), the job is handed back unclaimed, and the
-        router sends it where it is served."""
-        if pipeline is not None and pipeline not in self.pipelines:
+        ``pipeline_name`` is the one the message says the job needs (its header, from the job's spec): if
+        this worker does not serve it (the region's workers changed since the job was placed), the job is
+        handed back unclaimed, and the router sends it where it is served."""
+        pipeline = self.pipelines.get(pipeline_name)
+        if pipeline is None:
             handed = self.store.hand_back(job_id, token)
-            log.warning("job %s needs pipeline %s, not served here: %s", job_id, pipeline,
+            log.warning("job %s needs pipeline %s, not served here: %s", job_id, pipeline_name,
                         "handed back" if handed else "stale message dropped")  # fmt: skip
             return "handed_back" if handed else "stale"
         claim, job = self.store.claim_record(job_id, token, self.worker_id, self.lease_s, self.region)
         if job is None:
             log.info("dropped message for %s: %s", job_id, claim.value)
             return claim.value
-        metrics: dict[str, float] = {"queue_s": round((job.started_at or time.time()) - job.created_at, 4)}
+        claimed = time.perf_counter()
+        # Both times are the Redis clock's (the claim and the create wrote them).
+        queue_s = (job.started_at or job.created_at) - job.created_at
+        metrics: dict[str, float] = {"queue_s": round(queue_s, 4)}
         uploaded: list[str] = []
         self.current_job = job_id
         try:
             with self.leases.hold(job_id, token) as lease:
                 try:
-                    outputs, prompt_results = self._stages(job, lease, metrics, uploaded)
-                    metrics["total_s"] = round(time.time() - job.created_at, 4)
+                    outputs, prompt_results = self._stages(job, pipeline, lease, metrics, uploaded)
+                    metrics["total_s"] = round(queue_s + time.perf_counter() - claimed, 4)
                     ended = self.store.succeed(
                         job, token, outputs=outputs, prompt_results=prompt_results, metrics=metrics
                     )
@@ -90,21 +95,16 @@ class JobRunner:
         if ended is None or ended.value != "succeeded":
             self._discard(uploaded)
         outcome = ended.value if ended else "lost"
-        log.info("job %s %s in %.3fs", job_id, outcome, time.time() - job.created_at)
+        log.info("job %s %s in %.3fs", job_id, outcome, queue_s + time.perf_counter() - claimed)
         return outcome
 
     def _stages(
-        self, job: JobRecord, lease: Lease, metrics: dict[str, float], uploaded: list[str]
+        self, job: JobRecord, pipeline: Pipeline, lease: Lease, metrics: dict[str, float], uploaded: list[str]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        request = job.request
-        options = request["options"]
-        pipeline = self.pipelines.get(options["pipeline"])
-        if pipeline is None:
-            raise PipelineFailed(f"this worker does not serve pipeline {options['pipeline']!r}")
-
+        spec = job.spec
         # Stage boundaries that precede real work check for a cancel; the final write catches late ones.
         started = time.perf_counter()
-        fetched = self.fetcher.fetch(request["image_url"])
+        fetched = self.fetcher.fetch(spec.image_url)
         metrics["fetch_s"] = _since(started)
 
         started = time.perf_counter()
@@ -115,15 +115,7 @@ class JobRunner:
         started = time.perf_counter()
         counters_before = pipeline.counters()
         try:
-            results = pipeline.run(
-                image,
-                request["prompts"],
-                PipelineOptions(
-                    box_threshold=options["box_threshold"],
-                    text_threshold=options["text_threshold"],
-                    max_masks=options["max_masks"],
-                ),
-            )
+            results = pipeline.run(image, spec.prompts, spec.options)
         except Exception as exc:
             raise PipelineFailed(f"pipeline {pipeline.name} failed: {type(exc).__name__}") from exc
         metrics["inference_s"] = _since(started)
@@ -132,7 +124,7 @@ class JobRunner:
         lease.checkpoint()
 
         started = time.perf_counter()
-        outputs = self._upload(job, results, image, options.get("output_format", "png"), uploaded)
+        outputs = self._upload(job, results, image, spec.options.output_format, uploaded)
         metrics["upload_s"] = _since(started)
         prompt_results = [
             {

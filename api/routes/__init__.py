@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from api.routes import health, regions, segmentations
+from smartseg.api.routes import health, regions, segmentations
 
 api_router = APIRouter()
 api_router.include_router(health.router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import ServicesDep
+from smartseg.api.deps import ServicesDep
 
 router = APIRouter(tags=["health"])
 

@@ -5,16 +5,31 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Owner, ServicesDep
-from api.routes.segmentations import json_response
-from shared.regions import region_summaries
-from shared.schemas import Region, RegionList
+from smartseg.api.deps import Owner, ServicesDep
+from smartseg.api.responses import json_response
+from smartseg.shared.keys import BATCH, INTERACTIVE
+from smartseg.shared.regions import RegionState, region_states, seconds_since
+from smartseg.shared.schemas import Region, RegionList
 
 router = APIRouter(prefix="/v1/regions", tags=["regions"])
 
 
 @router.get("", response_model=RegionList, summary="Health, workers and queues of every region")
 async def list_regions(owner: Owner, services: ServicesDep) -> Response:
-    store = services.store
-    summaries = await run_in_threadpool(region_summaries, store.redis, store.keys, services.settings.regions)
-    return json_response(RegionList(data=[Region(**summary) for summary in summaries]))
+    states = await run_in_threadpool(
+        region_states, services.redis, services.store.keys, services.settings.regions
+    )
+    return json_response(RegionList(data=[_shown(state) for state in states]))
+
+
+def _shown(state: RegionState) -> Region:
+    return Region(
+        region=state.region,
+        healthy=state.healthy,
+        live_workers=state.live_workers,
+        queued_interactive=state.queued[INTERACTIVE],
+        queued_batch=state.queued[BATCH],
+        running=state.busy_workers,
+        seconds_since_last_beat=seconds_since(state.last_beat_at),
+        pipelines=sorted(state.pipelines),
+    )

@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import BaseModel
-from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Owner, ServicesDep
-from api.job_view import job_view
-from api.services import Services
-from shared.celery_app import dispatch_job
-from shared.errors import InvalidRequest, UnknownRegion
-from shared.fetch import check_image_url, image_filename_stem
-from shared.jobstore import DEFAULT_PAGE_SIZE, JobRecord, JobStatus
-from shared.schemas import Job, JobList, SegmentationRequest
+from smartseg.api.deps import Owner, ServicesDep
+from smartseg.api.job_view import job_view
+from smartseg.api.responses import json_response
+from smartseg.api.services import Services
+from smartseg.shared.errors import InvalidRequest, UnknownRegion
+from smartseg.shared.fetch import check_image_url, image_filename_stem
+from smartseg.shared.jobspec import JobOptions, JobSpec
+from smartseg.shared.jobstore import DEFAULT_PAGE_SIZE, JobRecord, JobStatus
+from smartseg.shared.schemas import Job, JobList, SegmentationRequest
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/segmentations", tags=["segmentations"])
 
-JSON = "application/json"
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 MAX_PAGE_SIZE = 100
 _WAIT_PREFERENCE = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
@@ -40,13 +37,6 @@ def requested_wait(prefer: str | None, max_wait_s: int) -> int:
 
 def base_url(request: Request, services: Services) -> str:
     return (services.settings.public_base_url or str(request.base_url)).rstrip("/")
-
-
-def json_response(
-    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    """The model is valid by construction; returning it as-is spares FastAPI validating it again."""
-    return Response(model.model_dump_json(), status_code=status_code, media_type=JSON, headers=headers)
 
 
 async def render(
@@ -69,21 +59,21 @@ async def render(
     return json_response(job_view(job, services.storage, ttl_s, root), status_code, headers)
 
 
-def _normalised(body: SegmentationRequest, services: Services, pipeline: str) -> dict[str, object]:
+def job_spec(body: SegmentationRequest, services: Services) -> JobSpec:
+    """The job this request asks for, checked against the deployment and with its defaults resolved."""
     settings = services.settings
     if body.region is not None and body.region not in settings.regions:
         raise UnknownRegion(f"unknown region {body.region!r}", {"regions": settings.regions})
     check_image_url(body.image_url, services.fetch_limits)
-    options = body.options.model_dump()
-    options["pipeline"] = pipeline
-    return {
-        "image_url": body.image_url,
-        "prompts": body.prompt_list(),
-        "region": body.region,
-        "region_policy": body.region_policy,
-        "priority": body.priority,
-        "options": options,
-    }
+    return JobSpec(
+        image_url=body.image_url,
+        prompts=tuple(body.prompt_list()),
+        pipeline=body.options.pipeline or settings.default_pipeline,
+        options=JobOptions(**body.options.model_dump(exclude={"pipeline"})),
+        region=body.region,
+        region_policy=body.region_policy,
+        priority=body.priority,
+    )
 
 
 @router.post("", status_code=202, response_model=Job, summary="Submit a segmentation job")
@@ -95,29 +85,27 @@ async def create_segmentation(
     prefer: PreferHeader = None,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
-    pipeline = body.options.pipeline or services.settings.default_pipeline
-    normalised = _normalised(body, services, pipeline)
-    requested = body.region or services.settings.default_region
-    region = await services.placement.place(pipeline, requested, body.region_policy == "require")
+    spec = job_spec(body, services)
+    requested = spec.region or services.settings.default_region
+    region = await services.placement.place(spec.pipeline, requested, spec.pinned)
     idem_hash = request_hash = None
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
             raise InvalidRequest(f"Idempotency-Key must have 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
         idem_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
-        request_hash = hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).hexdigest()
+        request_hash = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
 
     def submit() -> tuple[JobRecord, bool]:
         job, created = services.store.create(
             owner=owner,
-            request=normalised,
+            spec=spec,
             region=region,
-            priority=body.priority,
-            filename_stem=image_filename_stem(body.image_url),
+            filename_stem=image_filename_stem(spec.image_url),
             idempotency_key_hash=idem_hash,
             request_hash=request_hash,
         )
         if created:
-            _dispatch(services, job)
+            _send(services, job)
         return job, created
 
     job, created = await run_in_threadpool(submit)
@@ -128,18 +116,13 @@ async def create_segmentation(
     return await render(services, request, job, wait_s, status_code=202, headers=headers)
 
 
-def _dispatch(services: Services, job: JobRecord) -> None:
-    """Send the job's message and cross it off the outbox. If the send fails the job stays owed: the
-    router sends it once it is due (the job is recorded, so the client still gets its 202)."""
+def _send(services: Services, job: JobRecord) -> None:
+    """The new job's first message. If the send fails the job stays owed: the router sends it once it is
+    due (the job is recorded, so the client still gets its 202)."""
     try:
-        dispatch_job(services.celery, job)
+        services.outbox.send(job)
     except Exception as exc:
         log.warning("job %s: message not sent (%s); the router will send it", job.id, exc)
-        return
-    try:
-        services.store.message_sent(job.id)
-    except RedisError as exc:  # the router sends a second message, which the fenced claim drops
-        log.warning("job %s: sent, but still in the outbox (%s)", job.id, exc)
 
 
 @router.get("/{job_id}", response_model=Job, summary="Read a job (optionally waiting for it to finish)")

@@ -7,13 +7,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from api.auth import OWNER_ID_CHARS
-from shared.client import SmartsegClient
-from shared.credentials import hash_api_key
-from shared.demo import serve_pngs
-from shared.jobstore import JobStore
-from shared.launcher import Stack
-from shared.scenes import generate_scene
+from smartseg.api.auth import OWNER_ID_CHARS
+from smartseg.cli.launcher import Stack
+from smartseg.shared.client import SmartsegClient
+from smartseg.shared.credentials import hash_api_key
+from smartseg.shared.jobstore import JobStore
+from smartseg.testing.image_server import serve_pngs
+from smartseg.testing.scenes import generate_scene
 
 
 @contextmanager

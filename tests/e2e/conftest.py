@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from shared.client import SmartsegClient
-from shared.credentials import hash_api_key
-from shared.demo import serve_pngs
-from shared.launcher import Stack
-from shared.settings import Settings
+from smartseg.cli.launcher import Stack
+from smartseg.shared.client import SmartsegClient
+from smartseg.shared.credentials import hash_api_key
+from smartseg.shared.settings import Settings
+from smartseg.testing.image_server import serve_pngs
 
 SERVED_REGIONS = ["us-east", "eu-west"]
 IDLE_REGION = "ap-south"  # configured, no worker: jobs that require it stay queued, others move

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.client import SmartsegClient
-from shared.credentials import hash_api_key
-from shared.launcher import Stack
-from shared.settings import Settings
+from smartseg.cli.launcher import Stack
+from smartseg.shared.client import SmartsegClient
+from smartseg.shared.credentials import hash_api_key
+from smartseg.shared.settings import Settings
 from tests.e2e.chaos import billed_runs, fast_and_slow_image_urls, wait_for_status
 
 pytestmark = pytest.mark.e2e

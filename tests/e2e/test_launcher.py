@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.launcher import child_environment
-from shared.settings import Settings
+from smartseg.cli.launcher import child_environment
+from smartseg.shared.settings import Settings
 
 pytestmark = pytest.mark.e2e
 START_TIMEOUT_S = 90
@@ -32,7 +32,7 @@ def test_up_records_pids_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     # Whatever the environment says, this launcher embeds Redis and S3 of its own.
     env = child_environment(Settings(redis_url=None, s3_endpoint=None))
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up", "--run-dir", str(tmp_path), "--api-key", "sk-up-test"],
+        [sys.executable, "-m", "smartseg.cli", "up", "--run-dir", str(tmp_path), "--api-key", "sk-up-test"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

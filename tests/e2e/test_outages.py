@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from shared.client import SmartsegClient
-from shared.credentials import hash_api_key
-from shared.launcher import EmbeddedRedis, Stack
-from shared.settings import Settings
-from shared.storage import FIRST_RETRY_DELAY_S, MAX_RETRY_DELAY_S
+from smartseg.cli.launcher import EmbeddedRedis, Stack
+from smartseg.shared.client import SmartsegClient
+from smartseg.shared.credentials import hash_api_key
+from smartseg.shared.settings import Settings
+from smartseg.shared.storage import FIRST_RETRY_DELAY_S, MAX_RETRY_DELAY_S
 from tests.e2e.chaos import billed_runs, fast_and_slow_image_urls, wait_for_status
 from tests.e2e.tcp_proxy import TcpProxy
 

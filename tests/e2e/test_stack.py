@@ -12,12 +12,12 @@ import pytest
 import redis
 from PIL import Image
 
-from shared.celery_app import PINNED_HEADER
-from shared.client import SmartsegAPIError
-from shared.keys import Keys
-from shared.scenes import Scene, generate_scene
+from smartseg.shared.celery_app import PINNED_HEADER
+from smartseg.shared.client import SmartsegAPIError
+from smartseg.shared.keys import Keys
+from smartseg.testing.scenes import Scene, generate_scene
+from smartseg.worker.mask_encoding import decode_rle
 from tests.e2e.conftest import IDLE_REGION, ImageServer, RunningStack
-from worker.mask_encoding import decode_rle
 
 pytestmark = pytest.mark.e2e
 WAIT_S = 30

@@ -17,15 +17,17 @@ import numpy as np
 import pytest
 import torch
 
-from shared.settings import Settings
-from worker.models.checkpoint import ModelLoadError
-from worker.models.grounding_dino import caption_of
-from worker.pipeline import build_pipeline
-from worker.pipeline.base import Candidate, Pipeline, PipelineOptions
+from smartseg.shared.jobspec import JobOptions
+from smartseg.shared.settings import Settings
+from smartseg.worker.models.checkpoint import ModelLoadError
+from smartseg.worker.models.grounding_dino import caption_of
+from smartseg.worker.models.runtime import Runtime
+from smartseg.worker.pipeline.base import Candidate, Pipeline
+from smartseg.worker.pipelines import build_pipeline, model_names
 
 pytestmark = pytest.mark.integration
 MODEL_PIPELINES = ("grounded-sam", "grounded-sam2", "sam3")
-EVERYTHING = PipelineOptions(box_threshold=0.0, text_threshold=0.0, max_masks=3)
+EVERYTHING = JobOptions(box_threshold=0.0, text_threshold=0.0, max_masks=3)
 
 
 def random_image(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
@@ -42,7 +44,8 @@ def model_settings(tiny_model_dir: Path) -> Settings:
 
 
 def fresh(name: str, settings: Settings, model_dir: Path) -> Pipeline:
-    return build_pipeline(name, settings, folders(model_dir))
+    runtime = Runtime.choose(settings.device, settings.dtype, settings.torch_threads)
+    return build_pipeline(name, model_names(settings), folders(model_dir), runtime)
 
 
 @pytest.fixture(scope="module", params=MODEL_PIPELINES)
@@ -67,9 +70,9 @@ def test_pipelines_return_well_formed_masks(pipeline: Pipeline) -> None:
 
 def test_thresholds_and_max_masks(pipeline: Pipeline) -> None:
     image = random_image(2)
-    nothing = pipeline.run(image, ["shoe"], PipelineOptions(box_threshold=1.0, text_threshold=1.0))
+    nothing = pipeline.run(image, ["shoe"], JobOptions(box_threshold=1.0, text_threshold=1.0))
     assert nothing[0].segments == []  # nothing above threshold: no_match, never an invented mask
-    one = pipeline.run(image, ["shoe"], PipelineOptions(box_threshold=0.0, text_threshold=0.0, max_masks=1))
+    one = pipeline.run(image, ["shoe"], JobOptions(box_threshold=0.0, text_threshold=0.0, max_masks=1))
     assert len(one[0].segments) == 1
 
 
@@ -123,14 +126,14 @@ def test_grounding_dino_maps_each_box_back_to_its_prompt(
     detector: Any = pipeline.detector
     phrases = ["red shoe", "mug handle", "cat"]
     encoded = detector.processor.tokenizer(caption_of(phrases), return_offsets_mapping=True)
-    from worker.models.grounding_dino import phrase_token_spans
+    from smartseg.worker.models.grounding_dino import phrase_token_spans
 
     spans = phrase_token_spans([tuple(pair) for pair in encoded["offset_mapping"]], phrases)
     assert all(spans), spans
     # cx, cy, w, h: query 0 -> "cat" on the right, 1 -> "red shoe" on the left, 2 -> "mug handle" top.
     boxes = [[0.8, 0.5, 0.2, 0.2], [0.2, 0.5, 0.2, 0.2], [0.5, 0.15, 0.2, 0.2]]
     detector.model = ScriptedDinoModel(detector.model, [2, 0, 1], boxes, spans)
-    found = detector.detect(random_image(5, 100, 200), phrases, PipelineOptions(0.3, 0.25, 3))
+    found = detector.detect(random_image(5, 100, 200), phrases, JobOptions())
     assert [[tuple(round(v) for v in c.box) for c in group] for group in found] == [
         [(20, 40, 60, 60)],
         [(80, 5, 120, 25)],
@@ -138,17 +141,15 @@ def test_grounding_dino_maps_each_box_back_to_its_prompt(
     ]
     # Scores are sigmoid(5) = 0.993 on the assigned phrase: thresholds above that keep nothing.
     image = random_image(5, 100, 200)
-    assert detector.detect(image, phrases, PipelineOptions(0.3, 0.995, 3)) == [[], [], []]
-    assert detector.detect(image, phrases, PipelineOptions(0.995, 0.25, 3)) == [[], [], []]
+    assert detector.detect(image, phrases, JobOptions(text_threshold=0.995)) == [[], [], []]
+    assert detector.detect(image, phrases, JobOptions(box_threshold=0.995)) == [[], [], []]
 
 
 class KnownBoxes:
     def __init__(self, boxes: list[tuple[float, float, float, float]]) -> None:
         self.boxes = boxes
 
-    def detect(
-        self, image: np.ndarray, phrases: Sequence[str], options: PipelineOptions
-    ) -> list[list[Candidate]]:
+    def detect(self, image: np.ndarray, phrases: Sequence[str], options: JobOptions) -> list[list[Candidate]]:
         return [
             [Candidate(phrase, 0.9 - 0.1 * i, box) for i, box in enumerate(self.boxes)] for phrase in phrases
         ]
@@ -164,7 +165,7 @@ def test_selector_keeps_the_candidate_a_qualifier_names(
     pipeline = fresh("grounded-sam", model_settings, tiny_model_dir)
     boxes = [(50.0, 10.0, 70.0, 30.0), (5.0, 40.0, 25.0, 60.0), (80.0, 20.0, 120.0, 80.0)]
     pipeline.detector = KnownBoxes(boxes)
-    [result] = pipeline.run(random_image(6), [prompt], PipelineOptions(max_masks=1))
+    [result] = pipeline.run(random_image(6), [prompt], JobOptions(max_masks=1))
     [segment] = result.segments
     assert segment.score == pytest.approx(0.9 - 0.1 * expected)
 

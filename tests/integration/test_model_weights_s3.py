@@ -11,16 +11,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from shared.cli import main
-from shared.settings import Settings
-from shared.storage import s3_client
-from worker.model_weights import (
-    ModelWeightsError,
-    prepare_models,
-    push_to_s3,
-    sync_from_s3,
-    verify_model_folder,
-)
+from smartseg.cli.commands import main
+from smartseg.shared.settings import Settings
+from smartseg.shared.storage import s3_client
+from smartseg.worker.model_weights import prepare_models, push_to_s3, sync_from_s3
+from smartseg.worker.models.manifest import ModelWeightsError, verify_model_folder
 
 pytestmark = pytest.mark.integration
 

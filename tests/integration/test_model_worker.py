@@ -14,18 +14,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 from celery import Celery
 from PIL import Image
 
-from shared.celery_app import dispatch_segment
-from shared.jobstore import JobRecord, JobStatus, JobStore
-from shared.launcher import stop_processes, wait_until
-from shared.regions import live_workers
-from shared.settings import Settings
-from shared.storage import MaskStorage, s3_client
+from smartseg.cli.launcher import stop_processes, wait_until
+from smartseg.shared.celery_app import send_job
+from smartseg.shared.jobstore import JobRecord, JobStatus, JobStore
+from smartseg.shared.keys import Keys
+from smartseg.shared.regions import live_workers
+from smartseg.shared.settings import Settings
+from smartseg.shared.storage import MaskStorage, s3_client
+from smartseg.worker.mask_encoding import decode_rle, rasterize_polygons
+from smartseg.worker.model_weights import push_to_s3
 from tests.integration.worker_jobs import REGION, data_url_of_scene, new_job, start_worker, wait_terminal
-from worker.mask_encoding import decode_rle, rasterize_polygons
-from worker.model_weights import push_to_s3
 
 pytestmark = pytest.mark.integration
 PIPELINES = ["lite", "grounded-sam", "grounded-sam2", "sam3"]
@@ -51,12 +53,16 @@ def settings(
 
 
 @pytest.fixture(scope="module")
-def worker(settings: Settings, store: JobStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def worker(
+    settings: Settings, client: redis.Redis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     log_path = Path(tmp_path_factory.mktemp("model-worker")) / "worker.log"
     process = start_worker(settings, REGION, log_path)
     try:
         wait_until(
-            lambda: bool(live_workers(store.redis, store.keys, REGION)) or process.poll() is not None,
+            lambda: (
+                bool(live_workers(client, Keys(settings.key_prefix), REGION)) or process.poll() is not None
+            ),
             "model worker heartbeat",
             START_TIMEOUT_S,
         )
@@ -68,12 +74,14 @@ def worker(settings: Settings, store: JobStore, tmp_path_factory: pytest.TempPat
 
 def run(store: JobStore, app: Celery, url: str, prompts: list[str], **options: object) -> JobRecord:
     job = new_job(store, url, prompts, owner="owner-models", **options)
-    dispatch_segment(app, job.id, job.token, REGION, "interactive")
+    send_job(app, job)
     return wait_terminal(store, job.id)
 
 
-def test_the_worker_advertises_what_it_loaded(worker: Path, store: JobStore, settings: Settings) -> None:
-    [beat] = live_workers(store.redis, store.keys, REGION)
+def test_the_worker_advertises_what_it_loaded(
+    worker: Path, store: JobStore, client: redis.Redis, settings: Settings
+) -> None:
+    [beat] = live_workers(client, store.keys, REGION)
     assert sorted(beat["pipelines"]) == sorted(PIPELINES)
     assert sorted(
         path.name for path in Path(settings.model_dir).iterdir() if not path.name.startswith(".")

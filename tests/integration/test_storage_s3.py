@@ -8,10 +8,10 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from shared.errors import StorageUnavailable
-from shared.launcher import free_ports
-from shared.settings import Settings
-from shared.storage import MaskStorage, object_key
+from smartseg.cli.launcher import free_ports
+from smartseg.shared.errors import StorageUnavailable
+from smartseg.shared.settings import Settings
+from smartseg.shared.storage import MaskStorage, object_key
 
 pytestmark = pytest.mark.integration
 

@@ -10,26 +10,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.jobstore import JobRecord, JobStore
-from shared.launcher import child_environment
-from shared.scenes import Scene, generate_scene
-from shared.settings import Settings
+from celery import Celery
+
+from smartseg.cli.launcher import child_environment
+from smartseg.shared.celery_app import SEGMENT_TASK
+from smartseg.shared.jobspec import JobOptions, JobSpec, Priority, RegionPolicy
+from smartseg.shared.jobstore import JobRecord, JobStore
+from smartseg.shared.keys import INTERACTIVE, queue_name
+from smartseg.shared.settings import Settings
+from smartseg.testing.scenes import Scene, generate_scene
 
 REGION = "us-east"
 JOB_TIMEOUT_S = 30.0
-DEFAULT_OPTIONS = {
-    "box_threshold": 0.3,
-    "text_threshold": 0.25,
-    "max_masks": 3,
-    "output_format": "png",
-    "pipeline": "lite",
-}
 
 
 def start_worker(settings: Settings, region: str, log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "wb") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "worker"],
+            [sys.executable, "-m", "smartseg.worker"],
             env=child_environment(settings, SMARTSEG_REGION=region),
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -45,20 +43,38 @@ def data_url_of_scene(seed: int) -> tuple[str, Scene]:
 
 
 def new_job(
-    store: JobStore, image_url: str, prompts: list[str], owner: str = "owner1", **options: Any
+    store: JobStore,
+    image_url: str,
+    prompts: list[str],
+    owner: str = "owner1",
+    *,
+    pipeline: str = "lite",
+    priority: Priority = INTERACTIVE,
+    region_policy: RegionPolicy = "prefer",
+    **options: Any,
 ) -> JobRecord:
-    options = {**DEFAULT_OPTIONS, **options}
-    request = {
-        "image_url": image_url,
-        "prompts": prompts,
-        "region": REGION,
-        "priority": "interactive",
-        "options": options,
-    }
-    job, _ = store.create(
-        owner=owner, request=request, region=REGION, priority="interactive", filename_stem="image"
+    """A queued job in ``REGION``, as the API would create it (its message is the test's to send)."""
+    spec = JobSpec(
+        image_url=image_url,
+        prompts=tuple(prompts),
+        pipeline=pipeline,
+        options=JobOptions(**options),
+        region=REGION,
+        region_policy=region_policy,
+        priority=priority,
     )
+    job, _ = store.create(owner=owner, spec=spec, region=REGION, filename_stem="image")
     return job
+
+
+def send_message(app: Celery, job_id: str, token: str, region: str, priority: str, **headers: Any) -> None:
+    """A segment message with any token and headers: stale, duplicate or old-style ones."""
+    app.send_task(
+        SEGMENT_TASK,
+        kwargs={"job_id": job_id, "token": token},
+        queue=queue_name(region, priority),
+        headers=headers,
+    )
 
 
 def wait_terminal(store: JobStore, job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> JobRecord:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from api.auth import ApiKeys
-from api.routes.segmentations import requested_wait
-from shared.credentials import hash_api_key
-from shared.errors import Unauthorized
-from shared.jobstore import is_job_id, new_job_id
+from smartseg.api.auth import ApiKeys
+from smartseg.api.routes.segmentations import requested_wait
+from smartseg.shared.credentials import hash_api_key
+from smartseg.shared.errors import Unauthorized
+from smartseg.shared.jobstore import is_job_id, new_job_id
 
 
 def test_api_keys_map_to_a_stable_owner_and_refuse_the_rest() -> None:

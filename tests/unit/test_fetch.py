@@ -12,8 +12,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from shared.errors import ImageFetchFailed, ImageTooLarge, ImageURLForbidden
-from shared.fetch import (
+from smartseg.shared.errors import ImageFetchFailed, ImageTooLarge, ImageURLForbidden
+from smartseg.shared.fetch import (
     FetchedImage,
     FetchLimits,
     ImageFetcher,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.errors import ImageInvalid, ImageTooLarge
-from worker.image import decode_image
+from smartseg.shared.errors import ImageInvalid, ImageTooLarge
+from smartseg.worker.image import decode_image
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)

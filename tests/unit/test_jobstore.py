@@ -7,23 +7,29 @@ import time
 import fakeredis
 import pytest
 
-from shared.errors import IdempotencyConflict, JobAlreadyFinished, NotFound
-from shared.jobstore import CancelResult, ClaimResult, JobStatus, JobStore, LeaseState
-from shared.keys import Keys
+from smartseg.shared.errors import IdempotencyConflict, JobAlreadyFinished, NotFound
+from smartseg.shared.jobspec import JobSpec
+from smartseg.shared.jobstore import CancelResult, ClaimResult, JobStatus, JobStore, LeaseState, RequeueResult
+from smartseg.shared.keys import Keys
 
 PRICE = 120_000
 
 
+SPEC = JobSpec(image_url="https://example.com/a.png", prompts=("red",), pipeline="lite")
+
+
 @pytest.fixture
-def store() -> JobStore:
-    client = fakeredis.FakeRedis(decode_responses=True)
+def client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(decode_responses=True)
+
+
+@pytest.fixture
+def store(client: fakeredis.FakeRedis) -> JobStore:
     return JobStore(client, Keys("t"), job_ttl_s=3600, idempotency_ttl_s=600, price_micro_usd=PRICE)
 
 
 def new_job(store: JobStore, owner: str = "alice", **extra: object):
-    request = {"image_url": "https://example.com/a.png", "prompts": ["red"], "options": {}}
-    return store.create(owner=owner, request=request, region="us-east", priority="interactive",
-                        filename_stem="a", **extra)  # fmt: skip
+    return store.create(owner=owner, spec=SPEC, region="us-east", filename_stem="a", **extra)  # type: ignore[arg-type]
 
 
 def test_create_and_read_back(store: JobStore) -> None:
@@ -176,7 +182,7 @@ def test_a_run_whose_lease_expired_is_requeued_with_a_new_token(store: JobStore)
     assert store.expired_leases() == []
     time.sleep(0.08)
     assert store.expired_leases() == [job.id]
-    assert store.requeue_if_lease_expired(job.id) == "requeued"
+    assert store.requeue_if_lease_expired(job.id) is RequeueResult.REQUEUED
     again = store.get(job.id)
     assert (again.status, again.attempt) == (JobStatus.QUEUED, 2) and again.token != job.token
     assert store.owed_messages() == [job.id] and store.expired_leases() == []
@@ -193,14 +199,14 @@ def test_a_run_whose_lease_expired_is_requeued_with_a_new_token(store: JobStore)
 def test_a_live_lease_is_left_alone_and_a_canceled_run_ends(store: JobStore) -> None:
     job, _ = new_job(store)
     store.claim(job.id, job.token, "w1", 10)
-    assert store.requeue_if_lease_expired(job.id) == "held"
+    assert store.requeue_if_lease_expired(job.id) is RequeueResult.HELD
     other, _ = new_job(store)
     store.claim(other.id, other.token, "w1", 0.05)
     store.cancel("alice", other.id)
     time.sleep(0.08)
-    assert store.requeue_if_lease_expired(other.id) == "canceled"
+    assert store.requeue_if_lease_expired(other.id) is RequeueResult.CANCELED
     assert store.get(other.id).status is JobStatus.CANCELED and store.owed_messages() == []
-    assert store.requeue_if_lease_expired("seg_000000000000000000000000") == "not_running"
+    assert store.requeue_if_lease_expired("seg_000000000000000000000000") is RequeueResult.NOT_RUNNING
 
 
 def test_history_records_each_region_a_job_passes_through(store: JobStore) -> None:
@@ -208,7 +214,7 @@ def test_history_records_each_region_a_job_passes_through(store: JobStore) -> No
     assert store.move_to_region(job.id, "eu-west", "us-east")
     assert store.claim(job.id, job.token, "w1", 0.05, region="eu-west") is ClaimResult.CLAIMED
     time.sleep(0.08)
-    assert store.requeue_if_lease_expired(job.id) == "requeued"
+    assert store.requeue_if_lease_expired(job.id) is RequeueResult.REQUEUED
     again = store.get(job.id)
     store.claim(job.id, again.token, "w2", 10, region="ap-south")
     history = store.get(job.id).history
@@ -224,14 +230,14 @@ def test_history_records_each_region_a_job_passes_through(store: JobStore) -> No
 
 
 def test_a_new_job_is_owed_its_message_until_the_sender_crosses_it_off(
-    store: JobStore, monkeypatch: pytest.MonkeyPatch
+    store: JobStore, client: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent, _ = new_job(store)
     store.message_sent(sent.id)  # what the API does right after sending
     lost, _ = new_job(store)  # the API died before sending: the router sends it once it is due
     assert store.owed_messages() == []  # not yet due: the API is probably sending it now
-    monkeypatch.setattr("shared.jobstore.SEND_GRACE_S", 0.0)
+    monkeypatch.setattr("smartseg.shared.jobstore.SEND_GRACE_S", 0.0)
     due, _ = new_job(store)
     assert store.owed_messages() == [due.id]
-    store.redis.zadd(store.keys.outbox(), {store.keys.job(lost.id): 0})  # as if the grace had passed
+    client.zadd(store.keys.outbox(), {store.keys.job(lost.id): 0})  # as if the grace had passed
     assert set(store.owed_messages()) == {due.id, lost.id}

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.scenes import COLORS, Scene, demo_scene, generate_scene, scene_prompts
-from worker.pipeline import PIPELINE_NAMES, build_pipeline
-from worker.pipeline.base import Candidate, Pipeline, PipelineOptions
-from worker.pipeline.lite import (
+from smartseg.shared.errors import UnknownPipeline
+from smartseg.shared.jobspec import JobOptions
+from smartseg.testing.scenes import COLORS, Scene, demo_scene, generate_scene, scene_prompts
+from smartseg.worker.pipeline.base import Candidate, Pipeline
+from smartseg.worker.pipeline.lite import (
     COLOR_NAMES,
     RELATED_KIND_SCORE,
     LiteDetector,
@@ -19,6 +20,7 @@ from worker.pipeline.lite import (
     build_lite_pipeline,
     name_color,
 )
+from smartseg.worker.pipelines import PIPELINE_NAMES, build_pipeline
 
 SCENE_COUNT = 30
 MIN_MEAN_IOU = 0.9
@@ -56,7 +58,7 @@ def measure(lite: Pipeline, scenes: list[Scene], images: list[Image.Image]) -> t
     for scene, image in zip(scenes, images, strict=True):
         cases = scene_prompts(scene)
         pixels = np.asarray(image)
-        results = lite.run(pixels, [c.prompt for c in cases], PipelineOptions())
+        results = lite.run(pixels, [c.prompt for c in cases], JobOptions())
         for case, result in zip(cases, results, strict=True):
             got = union([s.mask for s in result.segments], pixels.shape[:2])
             if case.expected is None:
@@ -113,7 +115,7 @@ def test_demo_scene(lite: Pipeline) -> None:
         "circle"
     ]  # the demo prompts "left <repeated kind>"
     circles = sorted((s for s in scene.shapes if s.kind == "circle"), key=lambda s: s.center[0])
-    [result] = lite.run(np.asarray(scene.image), ["left circle"], PipelineOptions())
+    [result] = lite.run(np.asarray(scene.image), ["left circle"], JobOptions())
     [segment] = result.segments
     assert segment.label == f"{circles[0].color} circle"
 
@@ -122,9 +124,9 @@ def test_registry() -> None:
     assert PIPELINE_NAMES == ("lite", "grounded-sam", "grounded-sam2", "sam3")
     pipeline = build_pipeline("lite")
     assert (pipeline.name, pipeline.model) == ("lite", "lite")
-    with pytest.raises(KeyError, match=r"unknown pipeline 'nope'.*lite"):
+    with pytest.raises(UnknownPipeline, match=r"unknown pipeline 'nope'"):
         build_pipeline("nope")
-    with pytest.raises(ValueError, match="needs settings and model folders"):
+    with pytest.raises(UnknownPipeline, match="needs its models' folders and a runtime"):
         build_pipeline("grounded-sam")
 
 
@@ -132,7 +134,7 @@ def test_outputs_are_image_sized_bool_masks_in_prompt_order(lite: Pipeline) -> N
     scene = demo_scene()
     pixels = np.asarray(scene.image)
     prompts = ["shoe", "circle", "left circle", "shoe", "grey thing", "largest shape"]
-    results = lite.run(pixels, prompts, PipelineOptions())
+    results = lite.run(pixels, prompts, JobOptions())
     assert [r.prompt for r in results] == prompts
     assert [len(r.segments) for r in results] == [0, 3, 1, 0, 0, 1]
     for result in results:
@@ -148,15 +150,15 @@ def test_outputs_are_image_sized_bool_masks_in_prompt_order(lite: Pipeline) -> N
 def test_thresholds_and_max_masks(lite: Pipeline) -> None:
     pixels = np.asarray(demo_scene().image)
 
-    def labels(prompt: str, options: PipelineOptions) -> list[str]:
+    def labels(prompt: str, options: JobOptions) -> list[str]:
         [result] = lite.run(pixels, [prompt], options)
         return [s.label for s in result.segments]
 
     # "rectangle" is a bar fully and a square partly
-    assert labels("rectangle", PipelineOptions()) == ["yellow bar", "blue square"]
-    assert labels("rectangle", PipelineOptions(text_threshold=RELATED_KIND_SCORE + 0.01)) == ["yellow bar"]
-    assert labels("circle", PipelineOptions(max_masks=2)) == ["red circle", "purple circle"]  # largest first
-    assert labels("shape", PipelineOptions(box_threshold=1.01)) == []
+    assert labels("rectangle", JobOptions()) == ["yellow bar", "blue square"]
+    assert labels("rectangle", JobOptions(text_threshold=RELATED_KIND_SCORE + 0.01)) == ["yellow bar"]
+    assert labels("circle", JobOptions(max_masks=2)) == ["red circle", "purple circle"]  # largest first
+    assert labels("shape", JobOptions.model_construct(box_threshold=1.01)) == []
 
 
 @pytest.mark.parametrize("color", [c for c in COLOR_NAMES if c != "white"])  # white never drawn
@@ -167,7 +169,7 @@ def test_scene_palette_is_named_as_drawn(color: str) -> None:
 def test_synonyms_and_unknown_words(lite: Pipeline) -> None:
     pixels = np.asarray(demo_scene().image)
     prompts = ["violet disc", "purple circles", "the dark purple round thing", "purple cat", "purple and red"]
-    counts = [len(r.segments) for r in lite.run(pixels, prompts, PipelineOptions())]
+    counts = [len(r.segments) for r in lite.run(pixels, prompts, JobOptions())]
     assert counts == [1, 1, 1, 0, 0]
 
 
@@ -204,7 +206,7 @@ def test_segmenter_fills_holes_in_candidate_masks() -> None:
 
 def test_detector_finds_nothing_on_a_blank_image() -> None:
     blank = np.full((60, 80, 3), 240, dtype=np.uint8)
-    assert LiteDetector().detect(blank, ["shape", "red circle"], PipelineOptions()) == [[], []]
+    assert LiteDetector().detect(blank, ["shape", "red circle"], JobOptions()) == [[], []]
 
 
 def test_runtime_on_a_640x480_image() -> None:
@@ -215,7 +217,7 @@ def test_runtime_on_a_640x480_image() -> None:
     timings = []
     for _ in range(3):
         start = time.perf_counter()
-        pipeline.run(pixels, prompts, PipelineOptions())
+        pipeline.run(pixels, prompts, JobOptions())
         timings.append(time.perf_counter() - start)
     print(f"lite on 640x480 with {len(prompts)} prompts: {min(timings) * 1000:.1f} ms")
     assert min(timings) < MAX_SECONDS_640X480
@@ -223,7 +225,7 @@ def test_runtime_on_a_640x480_image() -> None:
 
 def test_run_rejects_non_rgb_arrays(lite: Pipeline) -> None:
     with pytest.raises(ValueError, match="RGB"):
-        lite.run(np.zeros((10, 10), dtype=np.uint8), ["shape"], PipelineOptions())
+        lite.run(np.zeros((10, 10), dtype=np.uint8), ["shape"], JobOptions())
 
 
 class FakeDetector:
@@ -232,9 +234,7 @@ class FakeDetector:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    def detect(
-        self, image: np.ndarray, phrases: Sequence[str], options: PipelineOptions
-    ) -> list[list[Candidate]]:
+    def detect(self, image: np.ndarray, phrases: Sequence[str], options: JobOptions) -> list[list[Candidate]]:
         self.calls.append(list(phrases))
         return [
             [Candidate(f"{phrase} {x}", 0.5 + x / 1000, (x, 0.0, x + 10.0, 10.0)) for x in (50.0, 10.0, 90.0)]
@@ -262,7 +262,7 @@ def test_pipeline_detects_and_segments_once_and_applies_qualifiers() -> None:
     detector, segmenter = FakeDetector(), FakeSegmenter()
     pipeline = Pipeline("fake", "fake-model", detector, segmenter)
     prompts = ["cat", "left cat", "the rightmost cat", "dog"]
-    results = pipeline.run(np.zeros((20, 120, 3), dtype=np.uint8), prompts, PipelineOptions(max_masks=2))
+    results = pipeline.run(np.zeros((20, 120, 3), dtype=np.uint8), prompts, JobOptions(max_masks=2))
     assert detector.calls == [["cat", "dog"]]
     assert segmenter.calls == 1
     assert [r.prompt for r in results] == prompts

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from shared.settings import Settings
-from worker.models.grounding_dino import caption_of, non_max_suppression, phrase_token_spans
-from worker.models.image_cache import ImageCache, image_key
-from worker.models.runtime import Runtime, RuntimeConfigError
-from worker.models.square_image import SquareImageProcessor, upscale_logits
+from smartseg.shared.errors import RuntimeConfigError
+from smartseg.worker.models.grounding_dino import caption_of, non_max_suppression, phrase_token_spans
+from smartseg.worker.models.image_cache import ImageCache, image_key
+from smartseg.worker.models.runtime import Runtime
+from smartseg.worker.models.square_image import SquareImageProcessor, upscale_logits
 
 
 def test_image_key_depends_on_pixels_and_shape() -> None:
@@ -120,19 +120,19 @@ def test_upscaled_logits_keep_their_sign_regions() -> None:
 
 
 def test_runtime_refuses_what_this_machine_cannot_do() -> None:
-    cpu = Runtime.from_settings(Settings().updated(device="cpu"))
+    cpu = Runtime.choose(device="cpu")
     assert (cpu.device.type, cpu.dtype) == ("cpu", torch.float32)
     if not torch.cuda.is_available():
-        assert Runtime.from_settings(Settings()).device.type == "cpu"  # auto falls back to the CPU
+        assert Runtime.choose().device.type == "cpu"  # auto falls back to the CPU
         with pytest.raises(RuntimeConfigError, match="no CUDA device"):
-            Runtime.from_settings(Settings().updated(device="cuda"))
+            Runtime.choose(device="cuda")
     with pytest.raises(RuntimeConfigError, match="needs CUDA"):
-        Runtime.from_settings(Settings().updated(device="cpu", dtype="float16"))
+        Runtime.choose(device="cpu", dtype="float16")
 
 
 def test_model_code_imports_neither_celery_nor_boto3() -> None:
     code = (
-        "import sys, worker.models.pipelines, worker.models.random_weights\n"
+        "import sys, smartseg.worker.models.pipelines, smartseg.testing.random_weights\n"
         "print(sorted(m for m in ('celery', 'boto3', 'botocore', 'kombu') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -17,17 +17,11 @@ import huggingface_hub
 import pytest
 from botocore.response import StreamingBody
 
-from shared.cli import main
-from shared.launcher import free_ports
-from shared.settings import Settings
-from worker.model_weights import (
-    ModelWeightsError,
-    fetch_from_hub,
-    prepare_models,
-    sync_from_s3,
-    verify_model_folder,
-    write_manifest,
-)
+from smartseg.cli.commands import main
+from smartseg.cli.launcher import free_ports
+from smartseg.shared.settings import Settings
+from smartseg.worker.model_weights import fetch_from_hub, prepare_models, sync_from_s3
+from smartseg.worker.models.manifest import ModelWeightsError, verify_model_folder, write_manifest
 
 NAME = "sam-vit-base"
 WEIGHTS = os.urandom(4096)

@@ -8,9 +8,9 @@ import json
 import fakeredis
 import pytest
 
-from api.placement import Placement
-from shared.errors import UnknownPipeline
-from shared.keys import BATCH, INTERACTIVE, Keys
+from smartseg.api.placement import Placement
+from smartseg.shared.errors import UnknownPipeline
+from smartseg.shared.keys import BATCH, INTERACTIVE, Keys
 
 KEYS = Keys("t")
 REGIONS = ["us-east", "eu-west", "ap-south"]

@@ -1,6 +1,6 @@
 import pytest
 
-from worker.pipeline.prompt import GENERIC_PHRASE, ParsedPrompt, parse_prompt
+from smartseg.worker.pipeline.prompt import GENERIC_PHRASE, ParsedPrompt, parse_prompt
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""worker.models.random_weights: tiny random-weight models, written like the published checkpoints, load back
+"""smartseg.testing.random_weights: tiny random-weight models, written like the published checkpoints,
+load back
 through the workers' loading path (``XModel``/``XProcessor.from_pretrained(folder, local_files_only=True)``)
 and run; real sizes have the published parameter counts and input resolutions."""
 
@@ -23,8 +24,9 @@ from transformers import (
     SamProcessor,
 )
 
-from worker.models.catalog import MODELS
-from worker.models.random_weights import build_random_model, save_random_model
+from smartseg.shared.errors import ModelWeightsError
+from smartseg.testing.random_weights import build_random_model, save_random_model
+from smartseg.worker.models.catalog import MODELS
 
 PROMPT = "red shoe. mug handle."
 HEIGHT, WIDTH = 96, 128
@@ -209,7 +211,7 @@ def test_real_size_matches_the_published_architecture(name: str, tmp_path: Path)
 
 
 def test_unknown_names_and_sizes_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(KeyError, match="unknown model"):
+    with pytest.raises(ModelWeightsError, match="unknown model"):
         save_random_model("sam-vit-tiny", tmp_path)
     with pytest.raises(ValueError, match="size"):
         save_random_model("sam-vit-base", tmp_path, size="small")  # type: ignore[arg-type]

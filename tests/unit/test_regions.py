@@ -1,4 +1,5 @@
-"""Region summaries and the local worker probe, from heartbeats and queue lengths (fakeredis)."""
+"""Region states, the least-loaded rule, the router's destinations and the local worker probe, from
+heartbeats and queue lengths (fakeredis)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,18 @@ import time
 
 import fakeredis
 
-from shared.keys import BATCH, INTERACTIVE, Keys
-from shared.regions import least_loaded_first, local_worker_is_live, region_summaries
+from smartseg.shared.jobspec import JobSpec, RegionPolicy
+from smartseg.shared.jobstore import JobRecord, JobStore
+from smartseg.shared.keys import BATCH, INTERACTIVE, Keys
+from smartseg.shared.regions import (
+    RegionState,
+    least_loaded,
+    least_loaded_first,
+    local_worker_is_live,
+    region_states,
+    seconds_since,
+)
+from smartseg.worker.router import destination
 
 KEYS = Keys("t")
 
@@ -25,27 +36,20 @@ def beat(client: fakeredis.FakeRedis, region: str, worker: str, busy: bool, age_
     client.hset(KEYS.region_beats(), region, info["beat_at"])
 
 
-def test_region_summaries_count_workers_queues_and_beats() -> None:
+def test_region_states_count_workers_queues_and_beats() -> None:
     client = fakeredis.FakeRedis(decode_responses=True)
     beat(client, "us-east", "us-east-host-1", busy=True)
     beat(client, "us-east", "us-east-host-2", busy=False)
     client.rpush(KEYS.queue("us-east", INTERACTIVE), "m1", "m2")
     client.rpush(KEYS.queue("us-east", BATCH), "m3")
     client.hset(KEYS.region_beats(), "eu-west", time.time() - 5)  # its workers' keys have expired
-    east, west, south = region_summaries(client, KEYS, ["us-east", "eu-west", "ap-south"])
-    assert {
-        k: east[k] for k in ("healthy", "live_workers", "queued_interactive", "queued_batch", "running")
-    } == {
-        "healthy": True,
-        "live_workers": 2,
-        "queued_interactive": 2,
-        "queued_batch": 1,
-        "running": 1,
-    }
-    assert east["seconds_since_last_beat"] < 1 and east["pipelines"] == ["lite"]
-    assert (west["healthy"], west["live_workers"]) == (False, 0)
-    assert 4.9 <= west["seconds_since_last_beat"] < 6
-    assert (south["healthy"], south["seconds_since_last_beat"]) == (False, None)
+    east, west, south = region_states(client, KEYS, ["us-east", "eu-west", "ap-south"])
+    assert (east.healthy, east.live_workers, east.busy_workers) == (True, 2, 1)
+    assert east.queued == {INTERACTIVE: 2, BATCH: 1} and east.load == 1.5
+    assert seconds_since(east.last_beat_at) < 1 and east.pipelines == {"lite"}
+    assert (west.healthy, west.live_workers, west.load) == (False, 0, float("inf"))
+    assert 4.9 <= seconds_since(west.last_beat_at) < 6
+    assert (south.healthy, south.last_beat_at, seconds_since(south.last_beat_at)) == (False, None, None)
 
 
 def test_local_worker_probe_wants_a_fresh_beat_from_this_host() -> None:
@@ -59,53 +63,35 @@ def test_local_worker_probe_wants_a_fresh_beat_from_this_host() -> None:
     assert local_worker_is_live(client, KEYS, "us-east", "host", 3.0)
 
 
+def state(region: str, queued: int, workers: int, pipelines: set[str] | None = None) -> RegionState:
+    return RegionState(region, workers, 0, pipelines or {"lite"}, {INTERACTIVE: queued, BATCH: 0})
+
+
 def test_least_loaded_first_orders_by_queued_work_per_worker_then_name() -> None:
-    loads = {"us-east": 4 / 2, "eu-west": 3 / 1, "ap-south": 2 / 1, "sa-east": 0 / 3}
-    assert least_loaded_first(loads) == ["sa-east", "ap-south", "us-east", "eu-west"]
-    assert least_loaded_first({}) == []
+    states = [state("us-east", 4, 2), state("eu-west", 3, 1), state("ap-south", 2, 1), state("sa-east", 0, 3)]
+    assert [s.region for s in least_loaded_first(states)] == ["sa-east", "ap-south", "us-east", "eu-west"]
+    assert least_loaded_first([]) == []
+    assert least_loaded_first([state("dead", 0, 0)]) == []  # no live worker: never a target
 
 
-def test_the_router_only_sends_work_where_its_pipeline_is_served() -> None:
-    from worker.router import _by_load, _least_loaded
-
-    def summary(queued: int, workers: int, pipelines: list[str]) -> dict[str, object]:
-        return {
-            "queued_interactive": queued,
-            "queued_batch": 0,
-            "live_workers": workers,
-            "pipelines": pipelines,
-        }
-
-    healthy = {"eu-west": summary(0, 1, ["lite"]), "ap-south": summary(5, 1, ["lite", "sam3"])}
-    assert _by_load(healthy) == ["eu-west", "ap-south"]
-    assert _least_loaded(healthy, "sam3") == "ap-south"  # busier, but the only one serving it
-    assert _least_loaded(healthy, "grounded-sam") is None  # it waits
+def test_work_only_goes_where_its_pipeline_is_served() -> None:
+    states = [state("eu-west", 0, 1), state("ap-south", 5, 1, {"lite", "sam3"})]
+    assert [s.region for s in least_loaded_first(states)] == ["eu-west", "ap-south"]
+    assert least_loaded(states, "sam3") is states[1]  # busier, but the only one serving it
+    assert least_loaded(states, "grounded-sam") is None  # it waits
 
 
 def test_an_owed_message_goes_where_its_pipeline_is_served_or_waits() -> None:
-    from shared.jobstore import JobStore
-    from worker.router import _destination
-
     store = JobStore(fakeredis.FakeRedis(decode_responses=True), KEYS, 3600, 600, 1)
 
-    def job(pipeline: str, policy: str = "prefer", region: str = "us-east"):  # type: ignore[no-untyped-def]
-        request = {
-            "image_url": "x",
-            "prompts": ["a"],
-            "region_policy": policy,
-            "options": {"pipeline": pipeline},
-        }
-        return store.create(
-            owner="o", request=request, region=region, priority=INTERACTIVE, filename_stem="a"
-        )[0]
+    def job(pipeline: str, policy: RegionPolicy = "prefer", region: str = "us-east") -> JobRecord:
+        spec = JobSpec(image_url="x", prompts=("a",), pipeline=pipeline, region_policy=policy)
+        return store.create(owner="o", spec=spec, region=region, filename_stem="a")[0]
 
-    def summary(pipelines: list[str]) -> dict[str, object]:
-        return {"queued_interactive": 0, "queued_batch": 0, "live_workers": 1, "pipelines": pipelines}
-
-    healthy = {"us-east": summary(["lite"]), "eu-west": summary(["lite", "sam3"])}
-    assert _destination(job("lite"), healthy) == "us-east"  # its own region serves it
-    assert _destination(job("sam3"), healthy) == "eu-west"  # the one that does
-    assert _destination(job("sam3", "require"), healthy) is None  # pinned, not served there: it waits
-    assert _destination(job("grounded-sam"), healthy) is None  # served nowhere: waits, no bouncing
-    assert _destination(job("grounded-sam", region="ap-south"), healthy) == "ap-south"  # dead: its queue
-    assert _destination(job("sam3", "require", "ap-south"), healthy) == "ap-south"
+    healthy = {"us-east": state("us-east", 0, 1), "eu-west": state("eu-west", 0, 1, {"lite", "sam3"})}
+    assert destination(job("lite"), healthy) == "us-east"  # its own region serves it
+    assert destination(job("sam3"), healthy) == "eu-west"  # the one that does
+    assert destination(job("sam3", "require"), healthy) is None  # pinned, not served there: it waits
+    assert destination(job("grounded-sam"), healthy) is None  # served nowhere: waits, no bouncing
+    assert destination(job("grounded-sam", region="ap-south"), healthy) == "ap-south"  # dead: its queue
+    assert destination(job("sam3", "require", "ap-south"), healthy) == "ap-south"

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.errors import StorageUnavailable
-from shared.fetch import FetchLimits, ImageFetcher
-from shared.jobstore import JobRecord, JobStatus, JobStore
-from shared.keys import Keys
-from worker.pipeline.base import PipelineOptions, PromptResult, Segment
-from worker.runner import JobRunner
+from smartseg.shared.errors import StorageUnavailable
+from smartseg.shared.fetch import FetchLimits, ImageFetcher
+from smartseg.shared.jobspec import JobOptions, JobSpec
+from smartseg.shared.jobstore import JobRecord, JobStatus, JobStore
+from smartseg.shared.keys import Keys
+from smartseg.worker.pipeline.base import PromptResult, Segment
+from smartseg.worker.runner import JobRunner
 
 WIDTH, HEIGHT = 40, 30
 
@@ -24,12 +25,14 @@ WIDTH, HEIGHT = 40, 30
 class MemoryStorage:
     def __init__(self, fail: bool = False) -> None:
         self.objects: dict[str, bytes] = {}
+        self.uploaded: list[str] = []  # every key ever put, deleted or not: what a run wrote
         self.fail = fail
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         if self.fail:
             raise StorageUnavailable("down")
         self.objects[key] = data
+        self.uploaded.append(key)
 
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
@@ -47,7 +50,7 @@ class FakePipeline:
     def counters(self) -> dict[str, int]:
         return {"detector_runs": self.runs, "image_encoder_runs": self.runs}
 
-    def run(self, image: np.ndarray, prompts: Sequence[str], options: PipelineOptions) -> list[PromptResult]:
+    def run(self, image: np.ndarray, prompts: Sequence[str], options: JobOptions) -> list[PromptResult]:
         self.runs += 1
         self.during()
         mask = np.zeros(image.shape[:2], dtype=bool)
@@ -68,26 +71,30 @@ def png_data_url() -> str:
 
 
 @pytest.fixture
-def store() -> JobStore:
-    return JobStore(fakeredis.FakeRedis(decode_responses=True), Keys("t"), 3600, 600, 120_000)
+def client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(decode_responses=True)
+
+
+@pytest.fixture
+def store(client: fakeredis.FakeRedis) -> JobStore:
+    return JobStore(client, Keys("t"), 3600, 600, 120_000)
 
 
 def make_runner(store: JobStore, storage: MemoryStorage, pipeline: FakePipeline) -> JobRunner:
-    return JobRunner(store, storage, ImageFetcher(FetchLimits()), {"fake": pipeline}, "w1", 5.0, 10_000)  # type: ignore[arg-type]
+    # Every stage boundary checks the lease (no coalescing), so a test sees exactly where a run stopped.
+    fetcher = ImageFetcher(FetchLimits())
+    return JobRunner(store, storage, fetcher, {"fake": pipeline}, "w1", 5.0, 10_000, check_interval_s=0)  # type: ignore[arg-type]
 
 
 def new_job(store: JobStore, prompts: list[str], image_url: str | None = None) -> JobRecord:
-    options = {"box_threshold": 0.3, "text_threshold": 0.25, "max_masks": 3, "pipeline": "fake"}
-    request = {"image_url": image_url or png_data_url(), "prompts": prompts, "options": options}
-    return store.create(
-        owner="o", request=request, region="r", priority="interactive", filename_stem="photo"
-    )[0]
+    spec = JobSpec(image_url=image_url or png_data_url(), prompts=tuple(prompts), pipeline="fake")
+    return store.create(owner="o", spec=spec, region="r", filename_stem="photo")[0]
 
 
 def test_success_uploads_masks_and_records_outputs(store: JobStore) -> None:
     storage = MemoryStorage()
     job = new_job(store, ["a", "nothing", "b"])
-    assert make_runner(store, storage, FakePipeline()).run(job.id, job.token) == "succeeded"
+    assert make_runner(store, storage, FakePipeline()).run(job.id, job.token, "fake") == "succeeded"
     done = store.get(job.id)
     assert done.status is JobStatus.SUCCEEDED
     assert [o["filename"] for o in done.outputs] == ["photo.mask-0.png", "photo.mask-1.png"]
@@ -101,19 +108,22 @@ def test_success_uploads_masks_and_records_outputs(store: JobStore) -> None:
 
 def test_stale_token_is_dropped_without_work(store: JobStore) -> None:
     job = new_job(store, ["a"])
-    assert make_runner(store, MemoryStorage(), FakePipeline()).run(job.id, "old-token") == "stale"
+    assert make_runner(store, MemoryStorage(), FakePipeline()).run(job.id, "old-token", "fake") == "stale"
     assert store.get(job.id).status is JobStatus.QUEUED
 
 
 def test_undecodable_image_fails_with_its_code(store: JobStore) -> None:
     job = new_job(store, ["a"], image_url="data:image/png;base64," + base64.b64encode(b"garbage").decode())
-    assert make_runner(store, MemoryStorage(), FakePipeline()).run(job.id, job.token) == "failed"
+    assert make_runner(store, MemoryStorage(), FakePipeline()).run(job.id, job.token, "fake") == "failed"
     assert store.get(job.id).error["code"] == "image_invalid"
 
 
 def test_storage_outage_fails_with_storage_unavailable(store: JobStore) -> None:
     job = new_job(store, ["a"])
-    assert make_runner(store, MemoryStorage(fail=True), FakePipeline()).run(job.id, job.token) == "failed"
+    assert (
+        make_runner(store, MemoryStorage(fail=True), FakePipeline()).run(job.id, job.token, "fake")
+        == "failed"
+    )
     assert store.get(job.id).error["code"] == "storage_unavailable"
     assert store.usage("o") == (0, 0)
 
@@ -123,7 +133,7 @@ def test_pipeline_crash_fails_the_job(store: JobStore) -> None:
         raise RuntimeError("model exploded")
 
     job = new_job(store, ["a"])
-    assert make_runner(store, MemoryStorage(), FakePipeline(boom)).run(job.id, job.token) == "failed"
+    assert make_runner(store, MemoryStorage(), FakePipeline(boom)).run(job.id, job.token, "fake") == "failed"
     assert store.get(job.id).error["code"] == "pipeline_failed"
 
 
@@ -131,31 +141,47 @@ def test_cancel_while_running_stops_at_the_next_stage_and_discards(store: JobSto
     storage = MemoryStorage()
     job = new_job(store, ["a"])
     runner = make_runner(store, storage, FakePipeline(lambda: store.cancel("o", job.id)))
-    assert runner.run(job.id, job.token) == "canceled"
+    assert runner.run(job.id, job.token, "fake") == "canceled"
     done = store.get(job.id)
     assert done.status is JobStatus.CANCELED and done.outputs == []
-    assert storage.objects == {}
+    assert storage.uploaded == []  # stopped at the boundary after inference: nothing was written
     assert store.usage("o") == (0, 0)
 
 
-def test_lost_lease_writes_nothing(store: JobStore) -> None:
+def test_a_cancel_after_the_last_check_still_ends_canceled_and_discards(store: JobStore) -> None:
+    storage = MemoryStorage()
+    job = new_job(store, ["a"])
+    runner = make_runner(store, storage, FakePipeline())
+    original_put = storage.put
+
+    def put_then_cancel(key: str, data: bytes, content_type: str) -> None:
+        original_put(key, data, content_type)
+        store.cancel("o", job.id)  # lands during the upload, after the last stage boundary
+
+    storage.put = put_then_cancel  # type: ignore[method-assign]
+    assert runner.run(job.id, job.token, "fake") == "canceled"
+    assert storage.uploaded and storage.objects == {}  # uploaded, then discarded by the final write
+    assert store.get(job.id).outputs == [] and store.usage("o") == (0, 0)
+
+
+def test_lost_lease_writes_nothing(store: JobStore, client: fakeredis.FakeRedis) -> None:
     storage = MemoryStorage()
     job = new_job(store, ["a"])
 
     def taken_over() -> None:  # another attempt now holds the job under a new token
-        store.redis.hset(store.keys.job(job.id), "token", "new-token")
+        client.hset(store.keys.job(job.id), "token", "new-token")
 
-    assert make_runner(store, storage, FakePipeline(taken_over)).run(job.id, job.token) == "lost"
+    assert make_runner(store, storage, FakePipeline(taken_over)).run(job.id, job.token, "fake") == "lost"
     assert store.get(job.id).status is JobStatus.RUNNING
-    assert storage.objects == {}
+    assert storage.uploaded == []  # stopped at the boundary after inference: nothing was written
 
 
 def test_a_job_for_a_pipeline_not_served_here_is_handed_back_unclaimed(store: JobStore) -> None:
     job = new_job(store, ["a"])
     runner = make_runner(store, MemoryStorage(), FakePipeline())
-    assert runner.run(job.id, job.token, pipeline="sam3") == "handed_back"
+    assert runner.run(job.id, job.token, "sam3") == "handed_back"
     waiting = store.get(job.id)
     assert (waiting.status, waiting.attempt, waiting.worker) == (JobStatus.QUEUED, 1, None)
     assert store.owed_messages() == [job.id]  # due now: the router sends it where sam3 is served
-    assert runner.run(job.id, "old-token", pipeline="sam3") == "stale"
-    assert runner.run(job.id, job.token, pipeline="fake") == "succeeded"
+    assert runner.run(job.id, "old-token", "sam3") == "stale"
+    assert runner.run(job.id, job.token, "fake") == "succeeded"

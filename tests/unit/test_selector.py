@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from worker.pipeline.base import Candidate
-from worker.pipeline.prompt import ParsedPrompt, Position, Side
-from worker.pipeline.selector import select
+from smartseg.worker.pipeline.base import Candidate
+from smartseg.worker.pipeline.prompt import ParsedPrompt, Position, Side
+from smartseg.worker.pipeline.selector import select
 
 IMAGE_SIZE = (400, 300)  # width, height
 

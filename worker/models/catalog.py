@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from smartseg.shared.errors import ModelWeightsError
+
 Architecture = Literal["grounding-dino", "sam", "sam2", "sam3"]
 
 
@@ -39,4 +41,14 @@ def model_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+        raise ModelWeightsError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+
+
+@dataclass(frozen=True)
+class ModelNames:
+    """The model folder of each role, as the settings name them (``SMARTSEG_DETECTOR_MODEL`` and so on)."""
+
+    detector: str
+    sam: str
+    sam2: str
+    sam3: str

@@ -7,11 +7,8 @@ from typing import Any
 
 import torch
 
-from worker.model_weights import ModelWeightsError, verify_model_folder
-
-
-class ModelLoadError(RuntimeError):
-    """A model folder is missing, incomplete or corrupt; the worker must not start with it."""
+from smartseg.shared.errors import ModelLoadError, ModelWeightsError
+from smartseg.worker.models.manifest import verify_model_folder
 
 
 def _weights_files(folder: Path) -> str:

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worker.models.image_cache import ImageCache, image_key
-from worker.pipeline.base import Candidate, PipelineOptions, StageTimes, as_box
+from smartseg.shared.jobspec import JobOptions
+from smartseg.worker.models.image_cache import ImageCache, image_key
+from smartseg.worker.pipeline.base import Candidate, StageTimes, as_box
 
 NMS_IOU = 0.5  # queries often repeat an object; overlapping boxes of one phrase keep the best
 
@@ -76,7 +77,7 @@ class Detections:
     phrase_scores: np.ndarray  # (queries, phrases): best token probability within each phrase
     query_scores: np.ndarray  # (queries,): best token probability over the whole caption
 
-    def candidates(self, phrases: Sequence[str], options: PipelineOptions) -> list[list[Candidate]]:
+    def candidates(self, phrases: Sequence[str], options: JobOptions) -> list[list[Candidate]]:
         """A query belongs to the phrase it scores highest on, if it clears both thresholds."""
         best_phrase = self.phrase_scores.argmax(axis=1)
         widths = self.corners[:, 2] - self.corners[:, 0]
@@ -107,9 +108,7 @@ class GroundingDinoDetector:
         self.calls = 0  # forward passes, for tests and metrics
         self.times = StageTimes()
 
-    def detect(
-        self, image: np.ndarray, phrases: Sequence[str], options: PipelineOptions
-    ) -> list[list[Candidate]]:
+    def detect(self, image: np.ndarray, phrases: Sequence[str], options: JobOptions) -> list[list[Candidate]]:
         key = image_key(image)
         pixels: Any = None
         found: list[list[Candidate]] = []

@@ -17,15 +17,15 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-from shared.settings import Settings
-from worker.models.checkpoint import ModelLoadError, load_model, load_processor
-from worker.models.grounding_dino import GroundingDinoDetector
-from worker.models.image_cache import ImageCache
-from worker.models.runtime import Runtime
-from worker.models.sam import BoxSegmenter, ImageFit, ResizeAndPad, Squash
-from worker.models.sam3 import Sam3Detector, Sam3Masks
-from worker.models.square_image import SquareImageProcessor
-from worker.pipeline.base import Pipeline
+from smartseg.worker.models.catalog import ModelNames
+from smartseg.worker.models.checkpoint import ModelLoadError, load_model, load_processor
+from smartseg.worker.models.grounding_dino import GroundingDinoDetector
+from smartseg.worker.models.image_cache import ImageCache
+from smartseg.worker.models.runtime import Runtime
+from smartseg.worker.models.sam import BoxSegmenter, ImageFit, ResizeAndPad, Squash
+from smartseg.worker.models.sam3 import Sam3Detector, Sam3Masks
+from smartseg.worker.models.square_image import SquareImageProcessor
+from smartseg.worker.pipeline.base import Pipeline
 
 # Progress bars for loading weights would fill worker logs; warnings (e.g. unused weights) still show.
 transformers_logging.disable_progress_bar()
@@ -46,11 +46,12 @@ def _square_processor(
         raise ModelLoadError(f"cannot read the processor config in {folder}: {exc}") from exc
 
 
-def build_model_pipeline(name: str, settings: Settings, folders: Mapping[str, Path]) -> Pipeline:
-    runtime = Runtime.from_settings(settings)
-    cache = ImageCache(settings.embedding_cache_size)
+def build_model_pipeline(
+    name: str, models: ModelNames, folders: Mapping[str, Path], runtime: Runtime, embedding_cache_size: int
+) -> Pipeline:
+    cache = ImageCache(embedding_cache_size)
     if name == "sam3":
-        folder = folders[settings.sam3_model]
+        folder = folders[models.sam3]
         sam3 = Sam3Detector(
             load_model(folder, Sam3Model, runtime.device, runtime.dtype),
             load_processor(folder, AutoTokenizer),
@@ -59,24 +60,24 @@ def build_model_pipeline(name: str, settings: Settings, folders: Mapping[str, Pa
             runtime.dtype,
             cache,
         )
-        return Pipeline(name, settings.sam3_model, sam3, Sam3Masks())
+        return Pipeline(name, models.sam3, sam3, Sam3Masks())
 
     # The detector stays in float32: its deformable attention loses too much in half precision.
-    dino_folder = folders[settings.detector_model]
+    dino_folder = folders[models.detector]
     detector = GroundingDinoDetector(
         load_model(dino_folder, GroundingDinoForObjectDetection, runtime.device, torch.float32),
         load_processor(dino_folder, GroundingDinoProcessor),
         runtime.device,
-        ImageCache(settings.embedding_cache_size * DETECTIONS_PER_IMAGE),
+        ImageCache(embedding_cache_size * DETECTIONS_PER_IMAGE),
     )
     fit: ImageFit
     if name == "grounded-sam":
-        sam_name = settings.sam_model
+        sam_name = models.sam
         sam = load_model(folders[sam_name], SamModel, runtime.device, runtime.dtype)
         fit = ResizeAndPad(load_processor(folders[sam_name], SamProcessor))
     else:
-        sam_name = settings.sam2_model
+        sam_name = models.sam2
         sam = load_model(folders[sam_name], Sam2Model, runtime.device, runtime.dtype)
         fit = Squash(_square_processor(folders[sam_name], SAM2_INPUT, IMAGENET_MEAN, IMAGENET_STD))
     segmenter = BoxSegmenter(sam, fit, runtime.device, runtime.dtype, cache)
-    return Pipeline(name, f"{settings.detector_model}+{sam_name}", detector, segmenter)
+    return Pipeline(name, f"{models.detector}+{sam_name}", detector, segmenter)

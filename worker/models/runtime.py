@@ -1,4 +1,4 @@
-"""Where and how models run: device, precision and thread count, chosen once per worker from settings."""
+"""Where and how models run: device, precision and thread count, chosen once per worker."""
 
 from __future__ import annotations
 
@@ -6,13 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from shared.settings import Settings
+from smartseg.shared.errors import RuntimeConfigError
+from smartseg.shared.settings import DeviceSetting, DtypeSetting
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class RuntimeConfigError(RuntimeError):
-    """The device/precision settings cannot work on this machine."""
 
 
 @dataclass(frozen=True)
@@ -21,24 +18,23 @@ class Runtime:
     dtype: torch.dtype  # for the SAM-family image encoders; detectors stay in float32
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
+    def choose(
+        cls, device: DeviceSetting = "auto", dtype: DtypeSetting = "auto", threads: int = 0
+    ) -> Runtime:
+        """The runtime these settings ask for, once per worker; ``threads`` (0: torch's own) are set now."""
+        if threads:
+            torch.set_num_threads(threads)
         has_cuda = torch.cuda.is_available()
-        if settings.device == "cuda" and not has_cuda:
+        if device == "cuda" and not has_cuda:
             raise RuntimeConfigError("SMARTSEG_DEVICE=cuda but torch sees no CUDA device")
-        device = torch.device(
-            "cuda" if settings.device == "cuda" or (settings.device == "auto" and has_cuda) else "cpu"
-        )
-        if settings.dtype == "auto":
-            dtype = torch.float32
-            if device.type == "cuda":
-                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        chosen = torch.device("cuda" if device == "cuda" or (device == "auto" and has_cuda) else "cpu")
+        if dtype == "auto":
+            precision = torch.float32
+            if chosen.type == "cuda":
+                precision = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         else:
-            dtype = _DTYPES[settings.dtype]
-        if device.type == "cpu" and dtype != torch.float32:
+            precision = _DTYPES[dtype]
+        if chosen.type == "cpu" and precision != torch.float32:
             # Half precision on CPU is slower than float32 and some kernels lack it.
-            raise RuntimeConfigError(
-                f"SMARTSEG_DTYPE={settings.dtype} needs CUDA; use float32 or auto on CPU"
-            )
-        return cls(device, dtype)
+            raise RuntimeConfigError(f"SMARTSEG_DTYPE={dtype} needs CUDA; use float32 or auto on CPU")
+        return cls(chosen, precision)

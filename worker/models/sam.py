@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worker.models.image_cache import ImageCache, image_key
-from worker.models.square_image import SquareImageProcessor, upscale_logits
-from worker.pipeline.base import Candidate, StageTimes
+from smartseg.worker.models.image_cache import ImageCache, image_key
+from smartseg.worker.models.square_image import SquareImageProcessor, upscale_logits
+from smartseg.worker.pipeline.base import Candidate, StageTimes
 
 
 class ImageFit(Protocol):

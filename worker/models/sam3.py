@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from worker.models.image_cache import ImageCache, image_key
-from worker.models.square_image import SquareImageProcessor, upscale_logits
-from worker.pipeline.base import Candidate, PipelineOptions, StageTimes, as_box
+from smartseg.shared.jobspec import JobOptions
+from smartseg.worker.models.image_cache import ImageCache, image_key
+from smartseg.worker.models.square_image import SquareImageProcessor, upscale_logits
+from smartseg.worker.pipeline.base import Candidate, StageTimes, as_box
 
 TEXT_TOKENS = 32
 # Phrases decoded together; each adds ~66 MB of mask logits (200 queries x 288 x 288), so batches stay small.
@@ -46,9 +47,7 @@ class Sam3Detector:
         self._position_encoding: tuple[tuple[tuple[int, ...], ...], Any] | None = None
 
     @torch.inference_mode()
-    def detect(
-        self, image: np.ndarray, phrases: Sequence[str], options: PipelineOptions
-    ) -> list[list[Candidate]]:
+    def detect(self, image: np.ndarray, phrases: Sequence[str], options: JobOptions) -> list[list[Candidate]]:
         vision = self._vision_features(image)
         found: list[list[Candidate]] = []
         for start in range(0, len(phrases), PHRASES_PER_BATCH):
@@ -70,7 +69,7 @@ class Sam3Detector:
         return found
 
     def _instances(
-        self, outputs: Any, row: int, phrase: str, height: int, width: int, options: PipelineOptions
+        self, outputs: Any, row: int, phrase: str, height: int, width: int, options: JobOptions
     ) -> list[Candidate]:
         scores = outputs.pred_logits[row].float().sigmoid()
         if outputs.presence_logits is not None:

@@ -14,17 +14,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from worker.pipeline.prompt import parse_prompt
-from worker.pipeline.selector import select
-
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    """Per-job knobs; the defaults suit all backends."""
-
-    box_threshold: float = 0.3  # min detection score to keep a candidate
-    text_threshold: float = 0.25  # min phrase-match score (for lite: how well colour/shape words match)
-    max_masks: int = 3  # at most this many segments per prompt
+from smartseg.shared.jobspec import JobOptions
+from smartseg.worker.pipeline.prompt import parse_prompt
+from smartseg.worker.pipeline.selector import select
 
 
 @dataclass
@@ -77,9 +69,7 @@ class StageTimes(dict[str, float]):
 class Detector(Protocol):
     """Finds candidates for text phrases; drops those under the option thresholds."""
 
-    def detect(
-        self, image: np.ndarray, phrases: Sequence[str], options: PipelineOptions
-    ) -> list[list[Candidate]]:
+    def detect(self, image: np.ndarray, phrases: Sequence[str], options: JobOptions) -> list[list[Candidate]]:
         """Return one list of candidates per phrase, in phrase order."""
         ...
 
@@ -115,7 +105,7 @@ class Pipeline:
         self.segmenter = segmenter
         self.last_stage_times = StageTimes()  # of the latest run; components that time stages fill it
 
-    def run(self, image: np.ndarray, prompts: Sequence[str], options: PipelineOptions) -> list[PromptResult]:
+    def run(self, image: np.ndarray, prompts: Sequence[str], options: JobOptions) -> list[PromptResult]:
         """Segment ``image`` (HxWx3 uint8 RGB) for every prompt; one result per prompt, in order."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
@@ -141,7 +131,7 @@ class Pipeline:
         """One small run at worker start, so the first job does not pay for lazy initialisation."""
         image = np.full((96, 128, 3), 245, dtype=np.uint8)
         image[24:72, 32:80] = (220, 30, 30)
-        self.run(image, ["red square"], PipelineOptions())
+        self.run(image, ["red square"], JobOptions())
 
     def counters(self) -> dict[str, int]:
         """Model passes so far, for job metrics and tests; a backend that counts nothing reports 0."""

@@ -34,7 +34,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
-from worker.pipeline.base import Candidate, Pipeline, PipelineOptions, mask_box
+from smartseg.shared.jobspec import JobOptions
+from smartseg.worker.pipeline.base import Candidate, Pipeline, mask_box
 
 # Regions.
 BORDER_WIDTH = 3  # px of image border sampled to estimate the background colour
@@ -356,14 +357,12 @@ def _parse_phrase(phrase: str) -> _Query | None:
 class LiteDetector:
     """Matches phrases against the image's regions; the candidates carry the region masks."""
 
-    def detect(
-        self, image: np.ndarray, phrases: Sequence[str], options: PipelineOptions
-    ) -> list[list[Candidate]]:
+    def detect(self, image: np.ndarray, phrases: Sequence[str], options: JobOptions) -> list[list[Candidate]]:
         regions = find_regions(image)
         return [self._candidates(regions, phrase, options) for phrase in phrases]
 
     @staticmethod
-    def _candidates(regions: list[Region], phrase: str, options: PipelineOptions) -> list[Candidate]:
+    def _candidates(regions: list[Region], phrase: str, options: JobOptions) -> list[Candidate]:
         query = _parse_phrase(phrase)
         if query is None:
             return []

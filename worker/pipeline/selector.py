@@ -13,10 +13,10 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from worker.pipeline.prompt import ParsedPrompt
+from smartseg.worker.pipeline.prompt import ParsedPrompt
 
 if TYPE_CHECKING:
-    from worker.pipeline.base import Candidate
+    from smartseg.worker.pipeline.base import Candidate
 
 # Where "center" and the corners are, as fractions of the image width and height.
 _ANCHORS = {

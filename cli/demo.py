@@ -5,11 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,48 +12,15 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from shared.client import SmartsegClient
-from shared.launcher import Stack
-from shared.scenes import demo_scene
+from smartseg.cli.launcher import Stack
+from smartseg.shared.client import SmartsegClient
+from smartseg.testing.image_server import serve_pngs
+from smartseg.testing.scenes import demo_scene
 
 OVERLAY_COLOURS = [(255, 0, 255), (0, 200, 255), (255, 140, 0), (0, 255, 120), (255, 255, 0)]
 OVERLAY_ALPHA = 0.35
 OUTSIDE_BRIGHTNESS = 0.3
 JOB_TIMEOUT_S = 60
-
-
-@contextmanager
-def serve_pngs(images: dict[str, bytes], delays_s: dict[str, float] | None = None) -> Iterator[str]:
-    """A loopback HTTP server for PNGs by name (added to ``images`` at any time); yields its base URL.
-
-    The demo and the tests fetch sample images over HTTP the way real jobs do; ``delays_s`` makes some
-    answers slow, for tests that need a job to be running at a given moment.
-    """
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            name = self.path.lstrip("/")
-            body = images.get(name)
-            if body is None:
-                self.send_error(404)
-                return
-            time.sleep((delays_s or {}).get(name, 0.0))
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep the output readable
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def demo_requests(image_url: str, data_url: str, left_kind: str) -> list[dict[str, Any]]:

@@ -11,8 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.credentials import hash_api_key
-from shared.settings import Settings
+from smartseg.shared.credentials import hash_api_key
+from smartseg.shared.errors import MissingSetting, SmartsegError
+from smartseg.shared.settings import Settings
 
 LOCAL_NETWORKS = "127.0.0.0/8"
 
@@ -33,7 +34,7 @@ def run_dir(args: argparse.Namespace) -> Path:
 
 
 def command_up(args: argparse.Namespace) -> int:
-    from shared.launcher import Stack, demo_api_key
+    from smartseg.cli.launcher import Stack, demo_api_key
 
     api_key = args.api_key or demo_api_key()
     stack = Stack(local_settings(args, api_key, args.allow_loopback_images), run_dir(args)).start()
@@ -57,8 +58,8 @@ def command_up(args: argparse.Namespace) -> int:
 
 
 def command_demo(args: argparse.Namespace) -> int:
-    from shared.demo import run_demo
-    from shared.launcher import Stack, demo_api_key
+    from smartseg.cli.demo import run_demo
+    from smartseg.cli.launcher import Stack, demo_api_key
 
     api_key = demo_api_key()
     print("starting the stack (embedded Redis, SeaweedFS S3, API, one worker per region)...")
@@ -79,8 +80,8 @@ def command_health(args: argparse.Namespace) -> int:
 
     import redis
 
-    from shared.keys import Keys
-    from shared.regions import local_worker_is_live
+    from smartseg.shared.keys import Keys
+    from smartseg.shared.regions import local_worker_is_live
 
     settings = Settings()
     try:
@@ -88,7 +89,7 @@ def command_health(args: argparse.Namespace) -> int:
         live = local_worker_is_live(
             client, Keys(settings.key_prefix), settings.region, socket.gethostname(), settings.heartbeat_ttl_s
         )
-    except (redis.RedisError, RuntimeError) as exc:
+    except (redis.RedisError, MissingSetting) as exc:
         print(f"smartseg health: cannot read heartbeats: {exc}", file=sys.stderr)
         return 1
     if not live:
@@ -102,14 +103,14 @@ def command_health(args: argparse.Namespace) -> int:
 
 
 def command_exec(module: str) -> int:
-    """``smartseg api`` / ``smartseg worker`` become ``python -m api|worker`` (shared imports neither)."""
+    """``smartseg api|worker|router`` become ``python -m smartseg.<module>``: the service's own process."""
     os.execv(sys.executable, [sys.executable, "-m", module])  # noqa: S606 - argv is ours, no shell
     return 0  # not reached
 
 
 def command_models(args: argparse.Namespace) -> int:
     """``smartseg models ...``: exit 1 with one line on stderr per problem, no traceback for expected ones."""
-    from worker.model_weights import known_specs
+    from smartseg.worker.models.manifest import known_specs
 
     settings = Settings()
     model_dir = Path(args.dir or settings.model_dir)
@@ -124,15 +125,15 @@ def command_models(args: argparse.Namespace) -> int:
         if args.models_command == "manifest":
             return models_manifest(args.names, model_dir)
         return models_verify(args.names, model_dir)
-    # ModelWeightsError is a RuntimeError, as is a missing setting such as SMARTSEG_S3_ENDPOINT.
-    except (RuntimeError, OSError) as exc:
+    # ModelWeightsError, a missing setting such as SMARTSEG_S3_ENDPOINT, an S3 refusal...
+    except (SmartsegError, OSError) as exc:
         print(f"smartseg models {args.models_command}: {exc}", file=sys.stderr)
         return 1
 
 
 def models_list(model_dir: Path) -> int:
-    from worker.model_weights import MANIFEST, ModelWeightsError, verify_model_folder
-    from worker.models.catalog import MODELS
+    from smartseg.worker.models.catalog import MODELS
+    from smartseg.worker.models.manifest import MANIFEST, ModelWeightsError, verify_model_folder
 
     broken = False
     print(f"models in {model_dir}:")
@@ -151,7 +152,7 @@ def models_list(model_dir: Path) -> int:
 
 
 def models_fetch(names: list[str], model_dir: Path) -> int:
-    from worker.model_weights import fetch_from_hub
+    from smartseg.worker.model_weights import fetch_from_hub
 
     for name in names:
         fetch_from_hub([name], model_dir)
@@ -160,8 +161,8 @@ def models_fetch(names: list[str], model_dir: Path) -> int:
 
 
 def models_push(names: list[str], model_dir: Path, uri: str, settings: Settings) -> int:
-    from shared.storage import s3_client
-    from worker.model_weights import parse_s3_uri, push_to_s3
+    from smartseg.shared.storage import s3_client
+    from smartseg.worker.model_weights import parse_s3_uri, push_to_s3
 
     parse_s3_uri(uri)  # a typo in the URI fails before any hashing
     client = s3_client(settings, settings.require_s3_endpoint())
@@ -172,7 +173,7 @@ def models_push(names: list[str], model_dir: Path, uri: str, settings: Settings)
 
 
 def models_manifest(names: list[str], model_dir: Path) -> int:
-    from worker.model_weights import write_manifest
+    from smartseg.worker.models.manifest import write_manifest
 
     for name in names:
         print(f"{name}: wrote {write_manifest(model_dir / name)}")
@@ -180,7 +181,7 @@ def models_manifest(names: list[str], model_dir: Path) -> int:
 
 
 def models_verify(names: list[str], model_dir: Path) -> int:
-    from worker.model_weights import MANIFEST, ModelWeightsError, verify_model_folder
+    from smartseg.worker.models.manifest import MANIFEST, ModelWeightsError, verify_model_folder
 
     failed = False
     for name in names:
@@ -250,16 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return command_demo(args)
     if args.command in ("api", "worker"):
-        return command_exec(args.command)
+        return command_exec(f"smartseg.{args.command}")
     if args.command == "router":
-        return command_exec("worker.router")
+        return command_exec("smartseg.worker.router")
     if args.command == "models":
         return command_models(args)
     if args.command == "health":
         return command_health(args)
     print(hash_api_key(args.key))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

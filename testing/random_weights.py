@@ -68,7 +68,7 @@ from transformers import (
     SwinConfig,
 )
 
-from worker.models.catalog import model_spec
+from smartseg.worker.models.catalog import model_spec
 
 Size = Literal["tiny", "real"]
 

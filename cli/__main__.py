@@ -1,0 +1,7 @@
+"""``python -m smartseg.cli``: the ``smartseg`` command."""
+
+import sys
+
+from smartseg.cli.commands import main
+
+sys.exit(main())

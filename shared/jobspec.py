@@ -1,0 +1,57 @@
+"""The typed job: what a client asked for, resolved once by the API and stored with the job.
+
+Option defaults live here and nowhere else: the request schema extends ``JobOptions``, the pipelines take
+it as it is. The runner, the view, placement and the router read ``JobSpec`` fields, never a dict.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OutputFormat = Literal["png", "rle", "polygon", "cutout"]
+Priority = Literal["interactive", "batch"]
+RegionPolicy = Literal["prefer", "require"]
+
+
+class JobOptions(BaseModel):
+    """How a job's pipeline runs and what its outputs look like."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    box_threshold: float = Field(default=0.3, ge=0.0, le=1.0, description="Minimum detection score.")
+    text_threshold: float = Field(default=0.25, ge=0.0, le=1.0, description="Minimum phrase-match score.")
+    max_masks: int = Field(default=3, ge=1, le=20, description="At most this many masks per prompt.")
+    output_format: OutputFormat = Field(
+        default="png",
+        description=(
+            "png: 8-bit 0/255 mask of the image's size; rle: COCO compressed RLE (JSON); polygon: outer and "
+            "hole contours in pixels (JSON); cutout: RGBA PNG of the image with the mask as alpha."
+        ),
+    )
+
+
+class JobSpec(BaseModel):
+    """One accepted job: its image, prompts, resolved pipeline and options, and where it asked to run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image_url: str
+    prompts: tuple[str, ...]
+    pipeline: str
+    options: JobOptions = JobOptions()
+    region: str | None = Field(default=None, description="The region asked for (None: the default).")
+    region_policy: RegionPolicy = "prefer"
+    priority: Priority = "interactive"
+
+    @property
+    def pinned(self) -> bool:
+        """Pinned to its region (``region_policy=require``, data residency): it never moves, it waits."""
+        return self.region_policy == "require"
+
+    @classmethod
+    def from_stored_request(cls, request: dict[str, object]) -> JobSpec:
+        """A spec from a record stored before specs existed (``request``: options held the pipeline)."""
+        options = dict(request["options"])  # type: ignore[call-overload]
+        return cls.model_validate({**request, "pipeline": options.pop("pipeline"), "options": options})

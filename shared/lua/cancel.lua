@@ -1,0 +1,23 @@
+-- A client's cancel: a queued job ends at once; a running one is flagged for its worker to stop.
+-- KEYS: [1] job record, [2] queued index of ARGV[3]'s region
+-- ARGV: [1] owner, [2] finished channel, [3] the region the caller expects the job to be in
+-- Returns: 'canceled' | 'cancel_requested' | 'missing' (none, or another owner's) | the terminal status
+--          it already has | {'moved', region}
+--- @include "clock.lua"
+local job_key, queued = KEYS[1], KEYS[2]
+local owner, finished_channel, expected_region = ARGV[1], ARGV[2], ARGV[3]
+
+local job = redis.call('HMGET', job_key, 'status', 'owner', 'region')
+if not job[1] or job[2] ~= owner then return 'missing' end
+if job[1] == 'queued' then
+  if job[3] ~= expected_region then return {'moved', job[3]} end
+  redis.call('ZREM', queued, job_key)
+  redis.call('HSET', job_key, 'status', 'canceled', 'finished_at', clock_s(), 'cancel_requested', '1')
+  redis.call('PUBLISH', finished_channel, 'canceled')
+  return 'canceled'
+end
+if job[1] == 'running' then
+  redis.call('HSET', job_key, 'cancel_requested', '1')
+  return 'cancel_requested'
+end
+return job[1]

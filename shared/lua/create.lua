@@ -1,0 +1,35 @@
+-- Creates a queued job, indexed as queued in its region and owed its first message (the caller sends it
+-- and crosses it off; if the caller dies first, the router sends it once due). With an Idempotency-Key
+-- seen before, creates nothing and says which job the key belongs to.
+-- KEYS: [1] job record, [2] owner's job index, [3] sequence counter, [4] queued index of the region,
+--       [5] outbox, [6] idempotency key (absent: no key)
+-- ARGV: [1] job id, [2] job TTL s, [3] idempotency TTL s, [4] request hash, [5] send grace ms,
+--       [6] region, [7...] field, value pairs of the record
+-- Returns: {'created', record as HGETALL} | {'existing', job id} | {'conflict', job id}
+--- @include "clock.lua"
+local job_key, owner_jobs, sequence, queued, outbox, idempotency =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local job_id, job_ttl_s, idempotency_ttl_s, request_hash, send_grace_ms, region =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local FIRST_FIELD = 7
+
+if idempotency then
+  local seen = redis.call('GET', idempotency)
+  if seen then
+    local separator = string.find(seen, '|', 1, true)
+    local seen_id = string.sub(seen, 1, separator - 1)
+    if string.sub(seen, separator + 1) == request_hash then return {'existing', seen_id} end
+    return {'conflict', seen_id}
+  end
+end
+local now_s, now_ms = clock_s(), clock_ms()
+redis.call('HSET', job_key, unpack(ARGV, FIRST_FIELD))
+redis.call('HSET', job_key, 'created_at', now_s,
+  'history', cjson.encode({{event = 'queued', region = region, attempt = 1, at = now_s}}))
+redis.call('EXPIRE', job_key, job_ttl_s)
+redis.call('ZADD', owner_jobs, redis.call('INCR', sequence), job_id)
+redis.call('EXPIRE', owner_jobs, job_ttl_s)
+redis.call('ZADD', queued, math.floor(now_s), job_key)
+redis.call('ZADD', outbox, now_ms + send_grace_ms, job_key)
+if idempotency then redis.call('SET', idempotency, job_id .. '|' .. request_hash, 'EX', idempotency_ttl_s) end
+return {'created', redis.call('HGETALL', job_key)}

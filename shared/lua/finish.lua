@@ -1,0 +1,33 @@
+-- Ends a running job held by the caller's token: state, outputs, usage and the announcement in one step.
+-- A cancel that raced in turns a success into `canceled`, unbilled.
+-- KEYS: [1] job record, [2] lease, [3] owner's usage, [4] running index
+-- ARGV: [1] token, [2] status, [3] micro-USD to bill, [4] finished channel, [5...] field, value pairs
+-- Returns: the status it ended in | 'refused' (the token no longer holds the job)
+--- @include "clock.lua"
+local job_key, lease, usage, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local token, status, bill, finished_channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local FIRST_FIELD = 5
+
+local job = redis.call('HMGET', job_key, 'status', 'token', 'cancel_requested')
+-- The same token again after the job ended: this run's own write, repeated because its reply was lost.
+if job[2] == token and (job[1] == 'succeeded' or job[1] == 'failed' or job[1] == 'canceled') then
+  return job[1]
+end
+if job[1] ~= 'running' or job[2] ~= token then return 'refused' end
+if job[3] == '1' and status == 'succeeded' then
+  status = 'canceled'
+  bill = 0
+end
+redis.call('HSET', job_key, 'status', status, 'finished_at', clock_s())
+if status ~= 'canceled' and #ARGV >= FIRST_FIELD then
+  redis.call('HSET', job_key, unpack(ARGV, FIRST_FIELD))
+end
+if bill > 0 then
+  redis.call('HSET', job_key, 'billed_micro_usd', bill)
+  redis.call('HINCRBY', usage, 'runs', 1)
+  redis.call('HINCRBY', usage, 'micro_usd', bill)
+end
+redis.call('DEL', lease)
+redis.call('ZREM', running, job_key)
+redis.call('PUBLISH', finished_channel, status)
+return status
