@@ -62,6 +62,7 @@ def running_stack(
             "api_key_hashes": [hash_api_key(api_key), hash_api_key(other_key)],
             "fetch_allowed_networks": ["127.0.0.0/8"],
             "api_port": 0,
+            "price_usd": 0.37,
         }
     )
     stack = Stack(settings, Path(tmp_path_factory.mktemp("stack")), worker_regions=SERVED_REGIONS).start()

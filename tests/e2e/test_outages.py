@@ -9,6 +9,7 @@ budget is spent; none is left `running`.
 from __future__ import annotations
 
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +22,11 @@ import pytest
 from smartseg.cli.launcher import EmbeddedRedis, Stack
 from smartseg.shared.client import SmartsegClient
 from smartseg.shared.credentials import hash_api_key
+from smartseg.shared.keys import Keys
+from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.settings import Settings
 from smartseg.shared.storage import FIRST_RETRY_DELAY_S, MAX_RETRY_DELAY_S
+from smartseg.worker.router import LOCK_TTL_S
 from tests.e2e.chaos import billed_runs, fast_and_slow_image_urls, wait_for_status
 from tests.e2e.tcp_proxy import TcpProxy
 
@@ -79,6 +83,7 @@ def test_a_redis_restart_loses_no_accepted_job(
                 during = pool.submit(client.create, {"image_url": fast, "prompt": "largest shape"})
                 time.sleep(REDIS_DOWN_S)
                 server.start()  # the same port, the same data
+                restarted = time.monotonic()
                 after = [
                     during.result(),
                     *(client.create({"image_url": fast, "prompt": "largest shape"}) for _ in range(7)),
@@ -91,6 +96,14 @@ def test_a_redis_restart_loses_no_accepted_job(
         assert billed_runs(stack, api_key) == 21  # each job billed once
         processes = [stack.api, stack.router, *stack.workers.values()]
         assert all(process is not None and process.poll() is None for process in processes)
+        # The router is not just alive: it still holds its lock, renewed after the restart (the lock's
+        # TTL is shorter than the time since), so it is still ticking.
+        assert stack.router is not None
+        time.sleep(max(0.0, restarted + LOCK_TTL_S + 0.5 - time.monotonic()))
+        with redis_client(url) as client:
+            holder = client.get(Keys(settings.key_prefix).router_lock())
+            ttl_ms = client.pttl(Keys(settings.key_prefix).router_lock())
+        assert holder == f"{socket.gethostname()}-{stack.router.pid}" and 0 < ttl_ms <= LOCK_TTL_S * 1000
     finally:
         stack.stop()
 

@@ -32,9 +32,16 @@ def test_upload_and_presigned_download(service_settings: Settings) -> None:
 
 
 def test_wrong_credentials_are_refused(service_settings: Settings) -> None:
+    key = object_key("seg_test", 1, "guarded.mask-0.png")
+    good = MaskStorage.from_settings(service_settings)
+    good.ensure_bucket()
+    good.put(key, b"x", "image/png")
     bad = MaskStorage.from_settings(service_settings.updated(s3_secret_key="wrong-secret"))
-    with pytest.raises(ClientError):
-        bad.get(object_key("seg_test", 1, "photo.mask-0.png"))
+    with pytest.raises(ClientError) as refused:
+        bad.get(key)
+    # Refused for the signature, not missing: the object is there.
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
 
 
 def test_upload_with_wrong_credentials_fails_as_storage_unavailable(service_settings: Settings) -> None:

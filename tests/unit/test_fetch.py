@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import http.server
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import quote
 
+import httpcore
 import httpx
 import pytest
 
@@ -413,9 +416,19 @@ def test_check_refuses_bad_urls(url: str) -> None:
     assert resolver.calls == []
 
 
-def test_check_does_not_resolve_hostnames() -> None:
-    # Hostnames are judged at fetch time, when they are resolved and pinned.
+def test_check_does_not_resolve_hostnames(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Hostnames are judged at fetch time, when they are resolved and pinned: a submit makes no DNS query.
+    looked_up: list[object] = []
+
+    def getaddrinfo(*args: object, **kwargs: object) -> list[object]:
+        looked_up.append(args)
+        raise socket.gaierror("no DNS in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "gethostbyname", getaddrinfo)
     check_image_url("http://definitely-not-resolvable.invalid/x.png", FetchLimits())
+    check_image_url("http://images.example.com/x.png", FetchLimits())
+    assert looked_up == []
 
 
 # --- image_filename_stem --------------------------------------------------------------------------
@@ -528,24 +541,39 @@ def test_real_transport_connects_to_pinned_address_with_original_host(image_serv
     assert image_server.hosts == [f"images.invalid:{image_server.server_address[1]}"]
 
 
-def test_real_transport_read_timeout(image_server: _ImageServer) -> None:
+@pytest.fixture
+def read_timeouts(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
+    """The timeout of every socket read the real transport makes, in order."""
+    seen: list[float | None] = []
+    real_read = httpcore._backends.sync.SyncStream.read
+
+    def read(stream: Any, max_bytes: int, timeout: float | None = None) -> bytes:
+        seen.append(timeout)
+        return real_read(stream, max_bytes, timeout)
+
+    monkeypatch.setattr(httpcore._backends.sync.SyncStream, "read", read)
+    return seen
+
+
+def test_real_transport_read_timeout(image_server: _ImageServer, read_timeouts: list[float | None]) -> None:
     fetcher = ImageFetcher(FetchLimits(connect_timeout=1.0, read_timeout=0.2, allowed_networks=LOOPBACK))
-    started = time.monotonic()
     with pytest.raises(ImageFetchFailed) as info:
         fetcher.fetch(_server_url(image_server, "/slow.png"))
     assert info.value.details == {"reason": "timeout"}
-    assert time.monotonic() - started < 1.5
+    assert read_timeouts and all(timeout is not None and timeout <= 0.2 for timeout in read_timeouts)
 
 
-def test_real_transport_overall_deadline_shortens_a_blocked_read(image_server: _ImageServer) -> None:
+def test_real_transport_overall_deadline_shortens_a_blocked_read(
+    image_server: _ImageServer, read_timeouts: list[float | None]
+) -> None:
     # Body bytes come at 0 s and 0.6 s, then stop. The read that starts at 0.6 s would wait out the
-    # 0.8 s read timeout (until 1.4 s); the overall deadline must end it at 1.0 s instead.
+    # 0.8 s read timeout (until 1.4 s); the overall deadline must cut its timeout to what is left of 1 s.
     limits = FetchLimits(read_timeout=0.8, total_timeout=1.0, allowed_networks=LOOPBACK)
-    started = time.monotonic()
     with pytest.raises(ImageFetchFailed) as info:
         ImageFetcher(limits).fetch(_server_url(image_server, "/stall.png"))
     assert info.value.details == {"reason": "timeout"}
-    assert 0.9 < time.monotonic() - started < 1.2
+    assert all(timeout is not None and timeout <= 0.8 for timeout in read_timeouts)
+    assert read_timeouts[-1] is not None and read_timeouts[-1] < 0.8 - 0.3  # 0.6 s of the 1 s were spent
 
 
 def test_real_transport_connection_refused_fails_cleanly() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import fakeredis
 import pytest
 
 from smartseg.shared.errors import IdempotencyConflict, JobAlreadyFinished, NotFound
-from smartseg.shared.jobspec import JobSpec
+from smartseg.shared.jobspec import JobOptions, JobSpec
 from smartseg.shared.jobstore import CancelResult, ClaimResult, JobStatus, JobStore, LeaseState, RequeueResult
 from smartseg.shared.keys import Keys
 
@@ -241,3 +242,39 @@ def test_a_new_job_is_owed_its_message_until_the_sender_crosses_it_off(
     assert store.owed_messages() == [due.id]
     client.zadd(store.keys.outbox(), {store.keys.job(lost.id): 0})  # as if the grace had passed
     assert set(store.owed_messages()) == {due.id, lost.id}
+
+
+def test_a_record_stored_before_specs_existed_still_reads(
+    store: JobStore, client: fakeredis.FakeRedis
+) -> None:
+    # What the API stored as `request` before the typed spec: the pipeline inside the options.
+    job, _ = new_job(store)
+    request = {
+        "image_url": "https://example.com/old.png",
+        "prompts": ["left mug"],
+        "region": "eu-west",
+        "region_policy": "require",
+        "priority": "batch",
+        "options": {"box_threshold": 0.4, "text_threshold": 0.2, "max_masks": 2,
+                    "output_format": "rle", "pipeline": "sam3"},
+    }  # fmt: skip
+    client.hdel(store.keys.job(job.id), "spec")
+    client.hset(store.keys.job(job.id), "request", json.dumps(request))
+    old = store.get(job.id).spec
+    assert (old.pipeline, old.pinned, old.priority, old.region) == ("sam3", True, "batch", "eu-west")
+    assert old.options == JobOptions(box_threshold=0.4, text_threshold=0.2, max_masks=2, output_format="rle")
+
+
+def test_the_spec_is_stored_and_read_back_whole(store: JobStore) -> None:
+    spec = JobSpec(
+        image_url="https://example.com/b.png",
+        prompts=("left shoe", "mug"),
+        pipeline="grounded-sam",
+        options=JobOptions(box_threshold=0.5, output_format="polygon"),
+        region="eu-west",
+        region_policy="require",
+        priority="batch",
+    )
+    job, _ = store.create(owner="alice", spec=spec, region="eu-west", filename_stem="b")
+    assert job.spec == spec and store.get(job.id).spec == spec and job.spec.pinned
+    assert job.region == "eu-west" and job.history[0]["event"] == "queued"

@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 
@@ -127,7 +129,13 @@ def test_position_beats_size() -> None:
 
 
 def test_select_does_not_reorder_or_mutate_its_input() -> None:
-    before = list(CANDIDATES)
-    run(ParsedPrompt("x", ordinal=2, ordinal_from="bottom"))
-    run(ParsedPrompt("x"))
-    assert before == CANDIDATES
+    candidates = copy.deepcopy(CANDIDATES)
+    for parsed in (
+        ParsedPrompt("x", ordinal=2, ordinal_from="bottom"),
+        ParsedPrompt("x", position="top-left"),
+        ParsedPrompt("x", size="largest"),
+        ParsedPrompt("x"),
+    ):
+        run(parsed, candidates=candidates)
+    # Compared field by field with an untouched deep copy: neither the list nor any candidate changed.
+    assert [vars(c) for c in candidates] == [vars(c) for c in CANDIDATES]
