@@ -6,6 +6,8 @@ it as it is. The runner, the view, placement and the router read ``JobSpec`` fie
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,6 +51,15 @@ class JobSpec(BaseModel):
     def pinned(self) -> bool:
         """Pinned to its region (``region_policy=require``, data residency): it never moves, it waits."""
         return self.region_policy == "require"
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what was asked, for Idempotency-Key replays: the same bytes earlier versions hashed
+        (the request as stored before specs), so a key replayed across an upgrade still matches."""
+        options = {**self.options.model_dump(), "pipeline": self.pipeline}
+        request = {**self.model_dump(exclude={"pipeline", "options"}), "prompts": list(self.prompts)}
+        return hashlib.sha256(
+            json.dumps({**request, "options": options}, sort_keys=True).encode()
+        ).hexdigest()
 
     @classmethod
     def from_stored_request(cls, request: dict[str, object]) -> JobSpec:

@@ -93,7 +93,7 @@ async def create_segmentation(
         if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
             raise InvalidRequest(f"Idempotency-Key must have 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
         idem_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
-        request_hash = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+        request_hash = spec.fingerprint()
 
     def submit() -> tuple[JobRecord, bool]:
         job, created = services.store.create(

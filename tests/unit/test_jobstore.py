@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -278,3 +279,19 @@ def test_the_spec_is_stored_and_read_back_whole(store: JobStore) -> None:
     job, _ = store.create(owner="alice", spec=spec, region="eu-west", filename_stem="b")
     assert job.spec == spec and store.get(job.id).spec == spec and job.spec.pinned
     assert job.region == "eu-west" and job.history[0]["event"] == "queued"
+
+
+def test_the_fingerprint_is_what_earlier_versions_hashed() -> None:
+    # The request as the API stored and hashed it before specs: a key replayed across an upgrade matches.
+    request = {
+        "image_url": SPEC.image_url,
+        "prompts": list(SPEC.prompts),
+        "region": None,
+        "region_policy": "prefer",
+        "priority": "interactive",
+        "options": {"box_threshold": 0.3, "text_threshold": 0.25, "max_masks": 3,
+                    "output_format": "png", "pipeline": "lite"},
+    }  # fmt: skip
+    assert SPEC.fingerprint() == hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+    assert JobSpec.from_stored_request(request) == SPEC
+    assert SPEC.model_copy(update={"priority": "batch"}).fingerprint() != SPEC.fingerprint()
