@@ -14,6 +14,7 @@ from smartseg.shared.errors import InvalidRequest, ServiceUnavailable, SmartsegE
 
 log = logging.getLogger(__name__)
 
+BODY_NOT_PARSED = 400  # the only 400 FastAPI raises: "There was an error parsing the body"
 HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
@@ -42,6 +43,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == BODY_NOT_PARSED:
+            # FastAPI's answer to a body json.loads gave up on (invalid UTF-8, nesting past the recursion
+            # limit, an integer past Python's digit limit): the same 422 as any other malformed JSON.
+            return error_response(InvalidRequest("the request body is not valid JSON"))
         code = HTTP_CODES.get(exc.status_code, "http_error")
         body = {"error": {"code": code, "message": str(exc.detail)}}
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))

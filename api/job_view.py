@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from smartseg.shared.fetch import is_data_url
 from smartseg.shared.jobstore import MICRO_USD, JobRecord
 from smartseg.shared.schemas import (
     Billing,
@@ -30,8 +31,8 @@ def iso_time(epoch: float | None) -> str | None:
 
 
 def shown_image_url(url: str) -> str:
-    """data: URLs can be megabytes; echo only their head and size."""
-    if url.startswith("data:") and len(url) > DATA_URL_PREVIEW_CHARS:
+    """data: URLs (the scheme in any case) can be megabytes; echo only their head and size."""
+    if is_data_url(url) and len(url) > DATA_URL_PREVIEW_CHARS:
         return f"{url[:DATA_URL_PREVIEW_CHARS]}...({len(url)} chars)"
     return url
 

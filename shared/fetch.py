@@ -124,7 +124,7 @@ def check_image_url(url: str, limits: FetchLimits) -> None:
     Raises ImageURLForbidden for a URL that can never be fetched and ImageTooLarge for a data: URL
     whose payload exceeds ``limits.max_bytes``. Hostnames are judged again, with DNS, when fetched.
     """
-    if _is_data_url(url):
+    if is_data_url(url):
         _decode_data_url(url, limits.max_bytes)
         return
     parsed = _parse_http_url(url)
@@ -140,7 +140,7 @@ def image_filename_stem(url: str) -> str:
     Data URLs and URLs without a usable name give ``"image"``; the result only holds
     ``[A-Za-z0-9._-]``, is at most 100 characters and never starts or ends with ``.``, ``_`` or ``-``.
     """
-    if _is_data_url(url):
+    if is_data_url(url):
         return FILENAME_FALLBACK
     try:
         path = urlsplit(url).path
@@ -176,7 +176,7 @@ class ImageFetcher:
 
     def fetch(self, url: str) -> FetchedImage:
         """Fetch an image, raising ImageURLForbidden, ImageFetchFailed or ImageTooLarge."""
-        if _is_data_url(url):
+        if is_data_url(url):
             content_type, data = _decode_data_url(url, self._limits.max_bytes)
             return FetchedImage(data=data, content_type=content_type, url=DATA_URL_LABEL)
         deadline = time.monotonic() + self._limits.total_timeout
@@ -275,7 +275,7 @@ class ImageFetcher:
 # --- URL and address validation ------------------------------------------------------------------
 
 
-def _is_data_url(url: str) -> bool:
+def is_data_url(url: str) -> bool:
     return url[: len(DATA_URL_PREFIX)].lower() == DATA_URL_PREFIX
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from smartseg.shared.jobspec import JobOptions, Priority, RegionPolicy
 
@@ -14,10 +14,31 @@ MAX_PROMPT_CHARS = 300
 MAX_IMAGE_URL_CHARS = 12 * 1024 * 1024
 
 
-class SegmentationOptions(JobOptions):
-    """``options`` of a request: the job options, and the pipeline (the deployment default if omitted)."""
+def has_word(value: str) -> str:
+    """A prompt names something: without a letter or digit ("!!!", an emoji) there is nothing to find."""
+    if not any(character.isalnum() for character in value):
+        raise ValueError("a prompt needs at least one letter or digit")
+    return value
 
-    pipeline: str | None = Field(
+
+# Request models are strict: besides refusing "0.3" for a number and true for an integer, strict string
+# validation refuses text with a lone surrogate, which a job record could not hold or send back.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Prompt = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROMPT_CHARS),
+    AfterValidator(has_word),
+]
+
+
+class SegmentationOptions(JobOptions):
+    """``options`` of a request: the job options, and the pipeline (the deployment default if omitted).
+
+    Strict like the request: a number sent as a string or a boolean sent as a number is refused."""
+
+    model_config = ConfigDict(strict=True)
+
+    pipeline: Name | None = Field(
         default=None, description="Pipeline name; the deployment default if omitted."
     )
 
@@ -25,12 +46,12 @@ class SegmentationOptions(JobOptions):
 class SegmentationRequest(BaseModel):
     """Body of ``POST /v1/segmentations``: exactly one of ``prompt`` and ``prompts``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     image_url: str = Field(min_length=1, max_length=MAX_IMAGE_URL_CHARS, description="http(s) or data: URL")
-    prompt: str | None = Field(default=None, min_length=1, max_length=MAX_PROMPT_CHARS)
-    prompts: list[str] | None = Field(default=None, min_length=1, max_length=MAX_PROMPTS)
-    region: str | None = Field(default=None, max_length=64)
+    prompt: Prompt | None = Field(default=None, description="What to segment; at least one letter or digit.")
+    prompts: list[Prompt] | None = Field(default=None, min_length=1, max_length=MAX_PROMPTS)
+    region: Name | None = None
     region_policy: RegionPolicy = Field(
         default="prefer",
         description=(
@@ -40,23 +61,6 @@ class SegmentationRequest(BaseModel):
     )
     priority: Priority = "interactive"
     options: SegmentationOptions = Field(default_factory=SegmentationOptions)
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("prompt must not be blank")
-        return value.strip() if value is not None else None
-
-    @field_validator("prompts")
-    @classmethod
-    def _prompts_in_range(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        cleaned = [item.strip() for item in value]
-        if any(not item or len(item) > MAX_PROMPT_CHARS for item in cleaned):
-            raise ValueError(f"each prompt must have 1..{MAX_PROMPT_CHARS} non-blank characters")
-        return cleaned
 
     @model_validator(mode="after")
     def _one_kind_of_prompt(self) -> SegmentationRequest:

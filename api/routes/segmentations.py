@@ -25,14 +25,19 @@ router = APIRouter(prefix="/v1/segmentations", tags=["segmentations"])
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 MAX_PAGE_SIZE = 100
-_WAIT_PREFERENCE = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+_WAIT_PREFERENCE = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]+)", re.IGNORECASE)
+# More digits than this is more seconds than any cap: read as "as long as allowed" without parsing it.
+MAX_WAIT_DIGITS = 6
 PreferHeader = Annotated[str | None, Header(description="`wait=N` holds the response until done or N s pass")]
 
 
 def requested_wait(prefer: str | None, max_wait_s: int) -> int:
     """Seconds asked for by ``Prefer: wait=N``, capped; unknown preferences are ignored (RFC 7240)."""
     match = _WAIT_PREFERENCE.search(prefer or "")
-    return min(int(match.group(1)), max_wait_s) if match else 0
+    if match is None:
+        return 0
+    digits = match.group(1)
+    return min(int(digits), max_wait_s)
 
 
 def base_url(request: Request, services: Services) -> str:
@@ -85,7 +90,9 @@ async def create_segmentation(
     prefer: PreferHeader = None,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
+    # Everything that can refuse the request runs before the job exists: once created, it is answered.
     spec = job_spec(body, services)
+    wait_s = requested_wait(prefer, services.settings.max_wait_s)
     requested = spec.region or services.settings.default_region
     region = await services.placement.place(spec.pipeline, requested, spec.pinned)
     idem_hash = request_hash = None
@@ -112,7 +119,6 @@ async def create_segmentation(
     headers = {"Location": f"/v1/segmentations/{job.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    wait_s = requested_wait(prefer, services.settings.max_wait_s)
     return await render(services, request, job, wait_s, status_code=202, headers=headers)
 
 
@@ -152,7 +158,7 @@ async def list_segmentations(
     services: ServicesDep,
     request: Request,
     status: JobStatus | None = None,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,20}$")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> Response:
     root = base_url(request, services)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -294,3 +295,97 @@ def test_oversized_body_and_garbage_json(running_stack: RunningStack) -> None:
     garbage = httpx.post(url, content=b"{not json", headers=auth, timeout=10)
     assert (garbage.status_code, garbage.json()["error"]["code"]) == (422, "invalid_request")
     assert httpx.get(f"{running_stack.stack.api_url}/healthz", timeout=5).json() == {"status": "ok"}
+
+
+NESTED = b"[" * 10_000 + b"]" * 10_000
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "status", "code"),
+    [
+        ("invalid UTF-8", b'{"image_url": "\xff\xfe", "prompt": "x"}', 422, "invalid_request"),
+        ("nested 10,000 deep", NESTED, 422, "invalid_request"),
+        ("a 5,000-digit number", b'{"image_url": "x", "prompt": "x", "options": {"max_masks": '
+         + b"9" * 5000 + b"}}", 422, "invalid_request"),
+        ("a lone surrogate in prompts", b'{"image_url": "https://a.example/x.png", "prompts": ["\\udfff"]}',
+         422, "invalid_request"),
+        ("a lone surrogate in the image URL",
+         b'{"image_url": "https://a.example/\\udfff.png", "prompt": "x"}', 422, "invalid_request"),
+        ("a number as a string", b'{"image_url": "https://a.example/x.png", "prompt": "x", '
+         b'"options": {"box_threshold": "0.3"}}', 422, "invalid_request"),
+        ("a boolean as an integer", b'{"image_url": "https://a.example/x.png", "prompt": "x", '
+         b'"options": {"max_masks": true}}', 422, "invalid_request"),
+        ("an empty pipeline", b'{"image_url": "https://a.example/x.png", "prompt": "x", '
+         b'"options": {"pipeline": ""}}', 422, "invalid_request"),
+        ("an empty region", b'{"image_url": "https://a.example/x.png", "prompt": "x", "region": ""}',
+         422, "invalid_request"),
+    ],
+)  # fmt: skip
+def test_hostile_bodies_get_documented_errors_and_create_nothing(
+    running_stack: RunningStack, name: str, content: bytes, status: int, code: str
+) -> None:
+    other_key = running_stack.other_api_key  # a key of its own, so its job list shows what was created
+    headers = {"Authorization": f"Bearer {other_key}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=running_stack.stack.api_url, headers=headers, timeout=30) as http:
+        before = http.get("/v1/segmentations").json()["data"]
+        response = http.post("/v1/segmentations", content=content)
+        assert (response.status_code, response.json()["error"]["code"]) == (status, code), name
+        assert http.get("/v1/segmentations").json()["data"] == before  # nothing was created
+        assert http.get("/healthz").status_code == 200  # the same kept-alive connection still works
+
+
+@pytest.mark.parametrize("prompt", ["!!!", "?", "\U0001f45f", "\u200b", " . "])
+def test_a_prompt_without_a_letter_or_digit_is_refused(running_stack: RunningStack, prompt: str) -> None:
+    auth = {"Authorization": f"Bearer {running_stack.api_key}"}
+    for body in ({"image_url": "https://a.example/x.png", "prompt": prompt},
+                 {"image_url": "https://a.example/x.png", "prompts": ["red", prompt]}):  # fmt: skip
+        response = httpx.post(f"{running_stack.stack.api_url}/v1/segmentations", json=body, headers=auth)
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_request")
+
+
+def test_a_chunked_body_over_the_limit_is_413(running_stack: RunningStack) -> None:
+    limit = running_stack.stack.settings.max_request_bytes
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the API only learns the size as it reads
+        for _ in range(limit // 65536 + 2):
+            yield b" " * 65536
+
+    headers = {"Authorization": f"Bearer {running_stack.api_key}", "Content-Type": "application/json"}
+    response = httpx.post(
+        f"{running_stack.stack.api_url}/v1/segmentations", content=chunks(), headers=headers, timeout=60
+    )
+    assert "content-length" not in response.request.headers
+    assert (response.status_code, response.json()["error"]["code"]) == (413, "payload_too_large")
+
+
+def test_prefer_wait_with_thousands_of_digits_is_the_longest_wait(
+    running_stack: RunningStack, scene_url: str
+) -> None:
+    headers = {"Authorization": f"Bearer {running_stack.api_key}", "Prefer": "wait=" + "9" * 5000}
+    url = f"{running_stack.stack.api_url}/v1/segmentations"
+    created = httpx.post(
+        url, json={"image_url": scene_url, "prompt": "largest shape"}, headers=headers, timeout=90
+    )
+    assert created.status_code == 202
+    assert created.headers["Preference-Applied"] == f"wait={running_stack.stack.settings.max_wait_s}"
+    assert created.json()["status"] == "succeeded"
+    got = httpx.get(f"{url}/{created.json()['id']}", headers=headers, timeout=30)
+    assert got.status_code == 200 and got.json()["status"] == "succeeded"
+
+
+def test_a_data_url_in_upper_case_is_shown_short(running_stack: RunningStack, scene: Scene) -> None:
+    buffer = io.BytesIO()
+    scene.image.save(buffer, format="PNG")
+    url = "DATA:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    with running_stack.client() as client:
+        job = client.wait(client.create({"image_url": url, "prompt": "largest shape"})["id"], WAIT_S)
+    assert job["status"] == "succeeded"
+    shown = job["input"]["image_url"]
+    assert shown.startswith("DATA:image/png;base64,") and shown.endswith(f"({len(url)} chars)")
+    assert len(shown) < 100
+
+
+def test_a_cursor_of_non_ascii_digits_is_refused(running_stack: RunningStack) -> None:
+    auth = {"Authorization": f"Bearer {running_stack.api_key}"}
+    response = httpx.get(f"{running_stack.stack.api_url}/v1/segmentations?cursor=\uff11", headers=auth)
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_request")

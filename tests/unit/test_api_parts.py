@@ -29,7 +29,8 @@ def test_no_configured_keys_refuses_everyone() -> None:
 @pytest.mark.parametrize(
     ("prefer", "expected"),
     [(None, 0), ("", 0), ("wait=5", 5), ("respond-async, wait=10", 10), ("WAIT = 7", 7),
-     ("wait=600", 60), ("return=minimal", 0), ("wait=-3", 0), ("nowait=5", 0)],
+     ("wait=600", 60), ("return=minimal", 0), ("wait=-3", 0), ("nowait=5", 0),
+     ("wait=" + "9" * 5000, 60), ("wait=" + "0" * 4999 + "7", 60), ("wait=\uff15", 0)],
 )  # fmt: skip
 def test_prefer_wait_is_parsed_and_capped(prefer: str | None, expected: int) -> None:
     assert requested_wait(prefer, 60) == expected
