@@ -37,7 +37,7 @@ def requested_wait(prefer: str | None, max_wait_s: int) -> int:
     if match is None:
         return 0
     digits = match.group(1)
-    return min(int(digits), max_wait_s)
+    return max_wait_s if len(digits) > MAX_WAIT_DIGITS else min(int(digits), max_wait_s)
 
 
 def base_url(request: Request, services: Services) -> str:
