@@ -26,6 +26,7 @@ def local_settings(args: argparse.Namespace, api_key: str, allow_loopback_images
     }
     if allow_loopback_images:
         updates["fetch_allowed_networks"] = [*settings.fetch_allowed_networks, LOCAL_NETWORKS]
+        updates["fetch_allowed_ports"] = ["*"]  # a local image server listens where the OS put it
     return settings.updated(**updates)
 
 
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument(
                 "--allow-loopback-images",
                 action="store_true",
-                help=f"let jobs fetch images from {LOCAL_NETWORKS}",
+                help=f"let jobs fetch images from {LOCAL_NETWORKS}, on any port",
             )
         else:
             sub.add_argument("--out", default="demo-out", help="folder for masks and overlays")

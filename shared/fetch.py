@@ -52,6 +52,8 @@ MAX_HTTP_URL_LENGTH = 8 * 1024
 HTTP_SCHEMES = frozenset({"http", "https"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_PORT = 65535
+WEB_PORTS = frozenset({80, 443})
+ANY_PORT = "*"  # in SMARTSEG_FETCH_ALLOWED_PORTS
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 REQUEST_HEADERS = {
     "User-Agent": "smartseg-image-fetcher/0.1",
@@ -95,6 +97,8 @@ class FetchLimits:
     max_redirects: int = DEFAULT_MAX_REDIRECTS
     # CIDRs that may be fetched although special (e.g. "127.0.0.0/8" for the local demo).
     allowed_networks: tuple[str, ...] = ()
+    # Ports an image URL may name, on every hop; None: any (an image server on a test port).
+    allowed_ports: frozenset[int] | None = WEB_PORTS
 
 
 def fetch_limits(settings: Settings) -> FetchLimits:
@@ -105,6 +109,9 @@ def fetch_limits(settings: Settings) -> FetchLimits:
         read_timeout=settings.fetch_read_timeout_s,
         total_timeout=settings.fetch_total_timeout_s,
         allowed_networks=tuple(settings.fetch_allowed_networks),
+        allowed_ports=None
+        if ANY_PORT in settings.fetch_allowed_ports
+        else frozenset(int(port) for port in settings.fetch_allowed_ports),
     )
 
 
@@ -127,7 +134,7 @@ def check_image_url(url: str, limits: FetchLimits) -> None:
     if is_data_url(url):
         _decode_data_url(url, limits.max_bytes)
         return
-    parsed = _parse_http_url(url)
+    parsed = _parse_http_url(url, limits.allowed_ports)
     host = _host_of(parsed)
     literal = _literal_ip(host)
     if literal is not None:
@@ -197,7 +204,7 @@ class ImageFetcher:
         deadline: float,
     ) -> FetchedImage:
         for _ in range(self._limits.max_redirects + 1):
-            parsed = _parse_http_url(url)
+            parsed = _parse_http_url(url, self._limits.allowed_ports)
             host = _host_of(parsed)
             port = parsed.port or DEFAULT_PORTS[parsed.scheme]
             # The pinned transport connects only to what is recorded here for this host.
@@ -308,8 +315,9 @@ def _decode_data_url(url: str, max_bytes: int) -> tuple[str, bytes]:
     return media_type, data
 
 
-def _parse_http_url(url: str) -> httpx.URL:
-    """Parse an http(s) URL with the same parser that sends the request, refusing unsafe shapes."""
+def _parse_http_url(url: str, allowed_ports: frozenset[int] | None) -> httpx.URL:
+    """Parse an http(s) URL with the same parser that sends the request, refusing unsafe shapes and ports
+    that are not allowed (an internal service's admin port is not an image server)."""
     if len(url) > MAX_HTTP_URL_LENGTH:
         raise ImageURLForbidden(
             f"The image URL is longer than {MAX_HTTP_URL_LENGTH} characters.",
@@ -329,6 +337,12 @@ def _parse_http_url(url: str) -> httpx.URL:
         raise ImageURLForbidden("The image URL has no host.")
     if parsed.port is not None and not 0 < parsed.port <= MAX_PORT:
         raise ImageURLForbidden("The image URL has an invalid port.")
+    port = parsed.port or DEFAULT_PORTS[parsed.scheme]
+    if allowed_ports is not None and port not in allowed_ports:
+        raise ImageURLForbidden(
+            f"Images are fetched from ports {', '.join(map(str, sorted(allowed_ports)))} only.",
+            {"port": port, "allowed_ports": sorted(allowed_ports)},
+        )
     return parsed
 
 

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     fetch_read_timeout_s: float = 10.0
     fetch_total_timeout_s: float = 30.0
     fetch_allowed_networks: CommaList = []
+    fetch_allowed_ports: CommaList = ["80", "443"]  # "*": any port
     max_image_pixels: int = Field(default=40_000_000, ge=1)
 
     # HTTP server (api process).
@@ -78,11 +79,26 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     log_level: str = "INFO"
 
-    @field_validator("regions", "api_key_hashes", "pipelines", "fetch_allowed_networks", mode="before")
+    @field_validator(
+        "regions",
+        "api_key_hashes",
+        "pipelines",
+        "fetch_allowed_networks",
+        "fetch_allowed_ports",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("fetch_allowed_ports")
+    @classmethod
+    def _ports(cls, value: list[str]) -> list[str]:
+        for port in value:
+            if port != "*" and not (port.isascii() and port.isdigit() and 0 < int(port) <= 65535):
+                raise ValueError(f"{port!r} is not a port (1..65535) or *")
         return value
 
     def updated(self, **changes: object) -> Settings:

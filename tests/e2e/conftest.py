@@ -61,6 +61,7 @@ def running_stack(
             "regions": [*SERVED_REGIONS, IDLE_REGION],
             "api_key_hashes": [hash_api_key(api_key), hash_api_key(other_key)],
             "fetch_allowed_networks": ["127.0.0.0/8"],
+            "fetch_allowed_ports": ["*"],
             "api_port": 0,
             "price_usd": 0.37,
         }

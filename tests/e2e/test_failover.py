@@ -43,6 +43,7 @@ def chaos_stack(
         regions=[DOOMED, SURVIVOR],
         api_key_hashes=[hash_api_key(api_key)],
         fetch_allowed_networks=["127.0.0.0/8"],
+        fetch_allowed_ports=["*"],
         api_port=0,
         lease_s=3.0,  # renewed every second; a dead worker's run is picked up 3 s after its last renewal
     )

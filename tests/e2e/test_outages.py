@@ -49,6 +49,7 @@ def _stack_settings(service_settings: Settings, api_key: str, **overrides: objec
         regions=[REGION],
         api_key_hashes=[hash_api_key(api_key)],
         fetch_allowed_networks=["127.0.0.0/8"],
+        fetch_allowed_ports=["*"],
         api_port=0,
         lease_s=5.0,
         **overrides,

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpcore
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from smartseg.shared.errors import ImageFetchFailed, ImageTooLarge, ImageURLForbidden
 from smartseg.shared.fetch import (
@@ -21,8 +22,10 @@ from smartseg.shared.fetch import (
     FetchLimits,
     ImageFetcher,
     check_image_url,
+    fetch_limits,
     image_filename_stem,
 )
+from smartseg.shared.settings import Settings
 
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 PUBLIC_IP = "93.184.216.34"
@@ -142,14 +145,14 @@ def test_literal_special_address_is_forbidden_without_dns(url: str) -> None:
 
 def test_allowed_networks_let_loopback_through() -> None:
     fetcher, _ = make_fetcher(
-        table={"demo.local": ["127.0.0.1"]}, limits=FetchLimits(allowed_networks=LOOPBACK)
+        table={"demo.local": ["127.0.0.1"]}, limits=FetchLimits(allowed_networks=LOOPBACK, allowed_ports=None)
     )
     assert fetcher.fetch("http://demo.local:8080/x.png").data == IMAGE
     assert fetcher.fetch("http://127.0.0.1:8080/x.png").data == IMAGE
-    check_image_url("http://127.0.0.1:8080/x.png", FetchLimits(allowed_networks=LOOPBACK))
+    check_image_url("http://127.0.0.1:8080/x.png", FetchLimits(allowed_networks=LOOPBACK, allowed_ports=None))
     # Only the listed network is opened up.
     with pytest.raises(ImageURLForbidden):
-        check_image_url("http://10.0.0.1/x.png", FetchLimits(allowed_networks=LOOPBACK))
+        check_image_url("http://10.0.0.1/x.png", FetchLimits(allowed_networks=LOOPBACK, allowed_ports=None))
 
 
 def test_unresolvable_host_fails_to_fetch() -> None:
@@ -183,6 +186,7 @@ def test_redirects_are_followed_and_each_hop_resolved() -> None:
         "file:///etc/passwd",
         "data:image/png;base64,AAAA",
         "http://user:pw@img.example.com/x.png",
+        "http://img.example.com:6379/",  # a public address, but not a web port
     ],
 )
 def test_redirect_to_forbidden_target_is_refused(location: str) -> None:
@@ -377,7 +381,8 @@ def test_data_url_over_limit_is_too_large() -> None:
     "url",
     [
         "https://img.example.com/photo.jpg",
-        "http://img.example.com:8080/a/b.png?x=1#frag",
+        "http://img.example.com:80/a/b.png?x=1#frag",
+        "https://img.example.com:443/a.png",
         "http://8.8.8.8/x.png",
         "http://[2606:4700::1111]/x.png",
         "http://bücher.example/x.png",
@@ -386,6 +391,31 @@ def test_data_url_over_limit_is_too_large() -> None:
 )
 def test_check_accepts_public_urls(url: str) -> None:
     check_image_url(url, FetchLimits())
+
+
+@pytest.mark.parametrize("url", ["http://img.example.com:8080/x.png", "https://8.8.8.8:22/x.png",
+                                 "http://127.0.0.1:6379/"])  # fmt: skip
+def test_only_web_ports_unless_more_are_allowed(url: str) -> None:
+    # An allowed network is no exception: its internal services' ports are not image servers.
+    with pytest.raises(ImageURLForbidden) as info:
+        check_image_url(url, FetchLimits(allowed_networks=LOOPBACK))
+    assert info.value.details["allowed_ports"] == [80, 443]
+    fetcher, resolver = make_fetcher(limits=FetchLimits(allowed_networks=LOOPBACK))
+    with pytest.raises(ImageURLForbidden):
+        fetcher.fetch(url)
+    assert resolver.calls == []  # refused before any lookup
+    port = httpx.URL(url).port
+    check_image_url(url, FetchLimits(allowed_networks=LOOPBACK, allowed_ports=frozenset({80, 443, port})))
+    check_image_url(url, FetchLimits(allowed_networks=LOOPBACK, allowed_ports=None))
+
+
+def test_the_port_setting_takes_numbers_or_a_star() -> None:
+    assert fetch_limits(Settings()).allowed_ports == {80, 443}
+    assert fetch_limits(Settings(fetch_allowed_ports="443, 8443")).allowed_ports == {443, 8443}
+    assert fetch_limits(Settings(fetch_allowed_ports="*")).allowed_ports is None
+    for bad in ("http", "0", "70000", "\uff18\uff10"):
+        with pytest.raises(ValidationError, match="not a port"):
+            Settings(fetch_allowed_ports=bad)
 
 
 @pytest.mark.parametrize(
@@ -520,7 +550,7 @@ def _server_url(server: _ImageServer, path: str, host: str = "127.0.0.1") -> str
 
 def test_real_transport_fetches_from_allowed_loopback(image_server: _ImageServer) -> None:
     url = _server_url(image_server, "/photo.png")
-    result = ImageFetcher(FetchLimits(allowed_networks=LOOPBACK)).fetch(url)
+    result = ImageFetcher(FetchLimits(allowed_networks=LOOPBACK, allowed_ports=None)).fetch(url)
     assert result == FetchedImage(data=IMAGE, content_type="image/png", url=url)
 
 
@@ -534,7 +564,7 @@ def test_real_transport_connects_to_pinned_address_with_original_host(image_serv
     # "images.invalid" cannot resolve in real DNS: the fetch only works if the transport dials the
     # address the resolver returned, while still sending the original Host header.
     resolver = FakeResolver({"images.invalid": ["127.0.0.1"]})
-    fetcher = ImageFetcher(FetchLimits(allowed_networks=LOOPBACK), resolver=resolver)
+    fetcher = ImageFetcher(FetchLimits(allowed_networks=LOOPBACK, allowed_ports=None), resolver=resolver)
     url = _server_url(image_server, "/photo.png", host="images.invalid")
     assert fetcher.fetch(url).data == IMAGE
     assert resolver.calls == [("images.invalid", image_server.server_address[1])]
@@ -556,7 +586,9 @@ def read_timeouts(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
 
 
 def test_real_transport_read_timeout(image_server: _ImageServer, read_timeouts: list[float | None]) -> None:
-    fetcher = ImageFetcher(FetchLimits(connect_timeout=1.0, read_timeout=0.2, allowed_networks=LOOPBACK))
+    fetcher = ImageFetcher(
+        FetchLimits(connect_timeout=1.0, read_timeout=0.2, allowed_networks=LOOPBACK, allowed_ports=None)
+    )
     with pytest.raises(ImageFetchFailed) as info:
         fetcher.fetch(_server_url(image_server, "/slow.png"))
     assert info.value.details == {"reason": "timeout"}
@@ -568,7 +600,7 @@ def test_real_transport_overall_deadline_shortens_a_blocked_read(
 ) -> None:
     # Body bytes come at 0 s and 0.6 s, then stop. The read that starts at 0.6 s would wait out the
     # 0.8 s read timeout (until 1.4 s); the overall deadline must cut its timeout to what is left of 1 s.
-    limits = FetchLimits(read_timeout=0.8, total_timeout=1.0, allowed_networks=LOOPBACK)
+    limits = FetchLimits(read_timeout=0.8, total_timeout=1.0, allowed_networks=LOOPBACK, allowed_ports=None)
     with pytest.raises(ImageFetchFailed) as info:
         ImageFetcher(limits).fetch(_server_url(image_server, "/stall.png"))
     assert info.value.details == {"reason": "timeout"}
@@ -580,5 +612,7 @@ def test_real_transport_connection_refused_fails_cleanly() -> None:
     with http.server.HTTPServer(("127.0.0.1", 0), _ImageHandler) as closed:
         port = closed.server_address[1]
     with pytest.raises(ImageFetchFailed) as info:
-        ImageFetcher(FetchLimits(allowed_networks=LOOPBACK)).fetch(f"http://127.0.0.1:{port}/x.png")
+        ImageFetcher(FetchLimits(allowed_networks=LOOPBACK, allowed_ports=None)).fetch(
+            f"http://127.0.0.1:{port}/x.png"
+        )
     assert info.value.details == {"reason": "network_error"}
