@@ -41,6 +41,10 @@ from smartseg.shared.settings import Settings
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
+# Called at least every CHECK_EVERY_S while a download waits for the network; it raises to interrupt
+# the fetch (the runner's lease checkpoint raises when the job was canceled or taken over).
+Checkpoint = Callable[[], None]
+CHECK_EVERY_S = 1.0
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -181,8 +185,9 @@ class ImageFetcher:
         # Built once: loading the CA bundle is the slow part. SSL_CERT_* env vars are not read.
         self._ssl_context = httpx.create_ssl_context(trust_env=False) if transport is None else None
 
-    def fetch(self, url: str) -> FetchedImage:
-        """Fetch an image, raising ImageURLForbidden, ImageFetchFailed or ImageTooLarge."""
+    def fetch(self, url: str, checkpoint: Checkpoint | None = None) -> FetchedImage:
+        """Fetch an image, raising ImageURLForbidden, ImageFetchFailed or ImageTooLarge, or whatever
+        ``checkpoint`` raises: it is called at least every ``CHECK_EVERY_S`` while a read waits."""
         if is_data_url(url):
             content_type, data = _decode_data_url(url, self._limits.max_bytes)
             return FetchedImage(data=data, content_type=content_type, url=DATA_URL_LABEL)
@@ -191,7 +196,7 @@ class ImageFetcher:
         transport_context: contextlib.AbstractContextManager[httpx.BaseTransport] = (
             contextlib.nullcontext(self._transport)
             if self._transport is not None
-            else _PinnedTransport(pins, deadline, self._ssl_context)
+            else _PinnedTransport(pins, deadline, self._ssl_context, checkpoint)
         )
         with transport_context as transport:
             return self._fetch_http(url, transport, pins, deadline)
@@ -461,10 +466,14 @@ class _PinnedTransport(httpx.BaseTransport):
     """
 
     def __init__(
-        self, pins: Mapping[str, tuple[str, ...]], deadline: float, ssl_context: ssl.SSLContext | None
+        self,
+        pins: Mapping[str, tuple[str, ...]],
+        deadline: float,
+        ssl_context: ssl.SSLContext | None,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context, network_backend=_PinnedBackend(pins, deadline)
+            ssl_context=ssl_context, network_backend=_PinnedBackend(pins, deadline, checkpoint)
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -520,9 +529,12 @@ def _httpx_errors() -> Iterator[None]:
 class _PinnedBackend(httpcore.NetworkBackend):
     """Dials the addresses validated for a host instead of resolving it again."""
 
-    def __init__(self, pins: Mapping[str, tuple[str, ...]], deadline: float) -> None:
+    def __init__(
+        self, pins: Mapping[str, tuple[str, ...]], deadline: float, checkpoint: Checkpoint | None
+    ) -> None:
         self._pins = pins
         self._deadline = deadline
+        self._checkpoint = checkpoint
         self._backend = httpcore.SyncBackend()
 
     def connect_tcp(
@@ -546,7 +558,7 @@ class _PinnedBackend(httpcore.NetworkBackend):
                 local_address=local_address,
                 socket_options=socket_options,
             )
-            return _DeadlineStream(stream, self._deadline)
+            return _DeadlineStream(stream, self._deadline, self._checkpoint)
 
         # Like socket.create_connection(): try each validated address in resolver order.
         for address in fallbacks:
@@ -556,14 +568,29 @@ class _PinnedBackend(httpcore.NetworkBackend):
 
 
 class _DeadlineStream(httpcore.NetworkStream):
-    """Shortens every read/write/TLS timeout so the fetch as a whole ends by the deadline."""
+    """Shortens every read/write/TLS timeout so the fetch as a whole ends by the deadline, and waits for
+    data in slices of at most ``CHECK_EVERY_S`` with the checkpoint between them, so a cancel does not
+    wait for a stalled server's read timeout."""
 
-    def __init__(self, stream: httpcore.NetworkStream, deadline: float) -> None:
+    def __init__(
+        self, stream: httpcore.NetworkStream, deadline: float, checkpoint: Checkpoint | None = None
+    ) -> None:
         self._stream = stream
         self._deadline = deadline
+        self._checkpoint = checkpoint
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _remaining(self._deadline, timeout, httpcore.ReadTimeout))
+        patience = _remaining(self._deadline, timeout, httpcore.ReadTimeout)
+        if self._checkpoint is None:
+            return self._stream.read(max_bytes, patience)
+        give_up = time.monotonic() + patience
+        while True:
+            try:  # a timed-out read consumed nothing: the socket can be read again
+                return self._stream.read(max_bytes, min(CHECK_EVERY_S, max(0.0, give_up - time.monotonic())))
+            except httpcore.ReadTimeout:
+                if time.monotonic() >= give_up:
+                    raise
+            self._checkpoint()
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._stream.write(buffer, _remaining(self._deadline, timeout, httpcore.WriteTimeout))
@@ -576,7 +603,7 @@ class _DeadlineStream(httpcore.NetworkStream):
     ) -> httpcore.NetworkStream:
         remaining = _remaining(self._deadline, timeout, httpcore.ConnectTimeout)
         return _DeadlineStream(
-            self._stream.start_tls(ssl_context, server_hostname, remaining), self._deadline
+            self._stream.start_tls(ssl_context, server_hostname, remaining), self._deadline, self._checkpoint
         )
 
     def get_extra_info(self, info: str) -> Any:

@@ -104,7 +104,8 @@ class JobRunner:
         spec = job.spec
         # Stage boundaries that precede real work check for a cancel; the final write catches late ones.
         started = time.perf_counter()
-        fetched = self.fetcher.fetch(spec.image_url)
+        # A download that waits on the network checks for a cancel every second, not only when it ends.
+        fetched = self.fetcher.fetch(spec.image_url, lease.checkpoint)
         metrics["fetch_s"] = _since(started)
 
         started = time.perf_counter()

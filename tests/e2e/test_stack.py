@@ -18,6 +18,7 @@ from smartseg.shared.client import SmartsegAPIError
 from smartseg.shared.keys import Keys
 from smartseg.testing.scenes import Scene, generate_scene
 from smartseg.worker.mask_encoding import decode_rle
+from tests.e2e.chaos import fast_and_slow_image_urls, wait_for_status
 from tests.e2e.conftest import IDLE_REGION, ImageServer, RunningStack
 
 pytestmark = pytest.mark.e2e
@@ -159,6 +160,20 @@ def test_cancel_queued_job(running_stack: RunningStack, scene_url: str) -> None:
         assert canceled["status"] == "canceled"
         assert canceled["billing"]["billed"] is False
         assert client.cancel(job["id"])["status"] == "canceled"  # idempotent
+
+
+def test_a_cancel_interrupts_a_stalled_download(running_stack: RunningStack) -> None:
+    read_timeout_s = running_stack.stack.settings.fetch_read_timeout_s
+    with (
+        fast_and_slow_image_urls(seed=8, slow_fetch_s=read_timeout_s + 10) as (_, stalled),
+        running_stack.client() as client,
+    ):
+        job = client.create({"image_url": stalled, "prompt": "largest shape"})
+        wait_for_status(client, job["id"], "running")
+        client.cancel(job["id"])
+        # Well before the read timeout: the download checks for a cancel every second while it waits.
+        done = client.wait(job["id"], timeout_s=read_timeout_s / 2)
+    assert (done["status"], done["error"], done["billing"]["billed"]) == ("canceled", None, False)
 
 
 def test_a_job_for_a_region_without_workers_runs_in_a_healthy_one(

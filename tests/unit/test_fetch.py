@@ -595,6 +595,27 @@ def test_real_transport_read_timeout(image_server: _ImageServer, read_timeouts: 
     assert read_timeouts and all(timeout is not None and timeout <= 0.2 for timeout in read_timeouts)
 
 
+class Interrupted(Exception):
+    pass
+
+
+def test_a_checkpoint_interrupts_a_download_that_waits(image_server: _ImageServer) -> None:
+    # /slow.png answers after 2 s, well within the read timeout: only the checkpoint can end it sooner.
+    limits = FetchLimits(read_timeout=10.0, allowed_networks=LOOPBACK, allowed_ports=None)
+    calls: list[None] = []
+
+    def checkpoint() -> None:
+        calls.append(None)
+        raise Interrupted  # as the runner's lease checkpoint does for a canceled job
+
+    with pytest.raises(Interrupted):
+        ImageFetcher(limits).fetch(_server_url(image_server, "/slow.png"), checkpoint)
+    assert len(calls) == 1
+    # Data that flows never waits a whole slice: the checkpoint is not called at all.
+    assert ImageFetcher(limits).fetch(_server_url(image_server, "/photo.png"), checkpoint).data == IMAGE
+    assert len(calls) == 1
+
+
 def test_real_transport_overall_deadline_shortens_a_blocked_read(
     image_server: _ImageServer, read_timeouts: list[float | None]
 ) -> None:
