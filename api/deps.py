@@ -18,8 +18,12 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def require_owner(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    return services.api_keys.owner_for(authorization)
+async def require_owner(
+    services: ServicesDep, request: Request, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    caller = await services.api_keys.caller(authorization)
+    request.state.key_id = caller.key_id  # for logs: the key's public id, never the key
+    return caller.owner
 
 
 Owner = Annotated[str, Depends(require_owner)]

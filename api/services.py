@@ -49,7 +49,7 @@ class Services:
             reader=JobReader(client_async, keys),
             storage=MaskStorage.from_settings(settings),
             waiter=JobWaiter(client_async, keys),
-            api_keys=ApiKeys(settings.api_key_hashes),
+            api_keys=ApiKeys(settings.api_key_hashes, client_async, keys),
             fetch_limits=fetch_limits(settings),
             redis_async=client_async,
             placement=Placement(client_async, keys, settings.regions, settings.pipelines),

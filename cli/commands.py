@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis
+
 from smartseg.shared.credentials import hash_api_key
 from smartseg.shared.errors import MissingSetting, SmartsegError
 from smartseg.shared.settings import Settings
@@ -79,8 +81,6 @@ def command_health(args: argparse.Namespace) -> int:
     """Exit 0 while this host's worker for SMARTSEG_REGION beats; 1 otherwise (a container probe)."""
     import socket
 
-    import redis
-
     from smartseg.shared.keys import Keys
     from smartseg.shared.regions import local_worker_is_live
 
@@ -100,6 +100,33 @@ def command_health(args: argparse.Namespace) -> int:
         )
         return 1
     print("ok")
+    return 0
+
+
+def command_keys(args: argparse.Namespace) -> int:
+    """``smartseg keys create|list|revoke|rotate`` against the settings' Redis."""
+    from smartseg.shared.api_keys import ApiKeyStore
+    from smartseg.shared.keys import Keys
+    from smartseg.shared.redis_connection import redis_client
+
+    settings = Settings()
+    try:
+        with redis_client(settings.require_redis_url()) as client:
+            store = ApiKeyStore(client, Keys(settings.key_prefix))
+            if args.keys_command == "list":
+                for key in store.list():
+                    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.created_at))
+                    print(f"{key.id}  {key.owner}  {created}  {key.name}")
+                return 0
+            if args.keys_command == "revoke":
+                print(f"revoked {store.revoke(args.id).id}")
+                return 0
+            secret, key = store.create(args.name) if args.keys_command == "create" else store.rotate(args.id)
+    except (SmartsegError, redis.RedisError) as exc:
+        print(f"smartseg keys {args.keys_command}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{key.id} ({key.name}, owner {key.owner}); the key, shown this once:", file=sys.stderr)
+    print(secret)
     return 0
 
 
@@ -238,10 +265,18 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("api", help="serve the API (configured by SMARTSEG_* variables)")
     commands.add_parser("worker", help="run one worker for SMARTSEG_REGION")
     commands.add_parser("router", help="move the queued work of dead regions to healthy ones")
-    keys = commands.add_parser("keys", help="API key helpers")
+    keys = commands.add_parser("keys", help="API keys: create, list, revoke, rotate (in Redis), hash")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="a new key, printed once; only its hash is stored")
+    create.add_argument("--name", required=True, help="what the key is for (shown by `keys list`)")
+    keys_commands.add_parser("list", help="live keys: id, name, owner, created")
+    for name, help_text in (
+        ("revoke", "delete a key: refused from the next request on"),
+        ("rotate", "a new key for the same owner, printed once; the old one revoked"),
+    ):
+        keys_commands.add_parser(name, help=help_text).add_argument("id", help="the key's id (key_...)")
     hash_parser = keys_commands.add_parser("hash", help="print the SHA-256 to put in SMARTSEG_API_KEY_HASHES")
-    hash_parser.add_argument("key")
+    hash_parser.add_argument("key")  # fmt: skip
     health = commands.add_parser("health", help="probe: is this host's worker beating? (exit 0/1)")
     health.add_argument("--worker", action="store_true", required=True, help="check the local worker")
     add_models_parser(commands)
@@ -259,5 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         return command_models(args)
     if args.command == "health":
         return command_health(args)
-    print(hash_api_key(args.key))
-    return 0
+    if args.keys_command == "hash":
+        print(hash_api_key(args.key))
+        return 0
+    return command_keys(args)

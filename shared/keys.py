@@ -54,6 +54,14 @@ class Keys:
         """Hash of an owner's billed runs and amount (micro-USD)."""
         return f"{self.prefix}:usage:{owner}"
 
+    def api_key(self, key_hash: str) -> str:
+        """Hash describing a managed API key (id, name, owner, created_at), found by the key's SHA-256."""
+        return f"{self.prefix}:apikey:{key_hash}"
+
+    def api_key_ids(self) -> str:
+        """Hash: public key id -> the key's SHA-256 (what `keys list`, `revoke` and `rotate` go by)."""
+        return f"{self.prefix}:apikey-ids"
+
     def heartbeat(self, region: str, worker_id: str) -> str:
         """String describing a live worker; it expires unless the worker renews it."""
         return f"{self.prefix}:heartbeat:{region}:{worker_id}"

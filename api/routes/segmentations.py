@@ -116,6 +116,8 @@ async def create_segmentation(
         return job, created
 
     job, created = await run_in_threadpool(submit)
+    if created:
+        log.info("job %s created by key %s", job.id, request.state.key_id)
     headers = {"Location": f"/v1/segmentations/{job.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"

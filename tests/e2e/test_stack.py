@@ -13,6 +13,7 @@ import pytest
 import redis
 from PIL import Image
 
+from smartseg.cli import commands
 from smartseg.shared.celery_app import PINNED_HEADER
 from smartseg.shared.client import SmartsegAPIError
 from smartseg.shared.keys import Keys
@@ -404,3 +405,37 @@ def test_a_cursor_of_non_ascii_digits_is_refused(running_stack: RunningStack) ->
     auth = {"Authorization": f"Bearer {running_stack.api_key}"}
     response = httpx.get(f"{running_stack.stack.api_url}/v1/segmentations?cursor=\uff11", headers=auth)
     assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_request")
+
+
+def test_managed_keys_work_until_revoked_and_rotation_keeps_the_jobs(
+    running_stack: RunningStack,
+    scene_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = running_stack.stack.settings
+    monkeypatch.setenv("SMARTSEG_REDIS_URL", str(settings.redis_url))
+    monkeypatch.setenv("SMARTSEG_KEY_PREFIX", settings.key_prefix)
+
+    def keys(*args: str) -> str:
+        assert commands.main(["keys", *args]) == 0
+        return capsys.readouterr().out.strip()
+
+    secret = keys("create", "--name", "e2e")
+    [listed] = [line for line in keys("list").splitlines() if line.endswith(" e2e")]
+    key_id = listed.split()[0]
+    url = f"{running_stack.stack.api_url}/v1/segmentations"
+    body = {"image_url": scene_url, "prompt": "largest shape"}
+    created = httpx.post(url, json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+    assert created.status_code == 202
+    api_log = (running_stack.stack.run_dir / "api.log").read_text()
+    assert f"job {created.json()['id']} created by key {key_id}" in api_log and secret not in api_log
+
+    rotated = keys("rotate", key_id)
+    assert httpx.get(url, headers={"Authorization": f"Bearer {secret}"}, timeout=10).status_code == 401
+    mine = httpx.get(url, headers={"Authorization": f"Bearer {rotated}"}, timeout=10).json()["data"]
+    assert [job["id"] for job in mine] == [created.json()["id"]]  # the same owner, the same jobs
+
+    [new_id] = [line.split()[0] for line in keys("list").splitlines() if line.endswith(" e2e")]
+    keys("revoke", new_id)
+    assert httpx.get(url, headers={"Authorization": f"Bearer {rotated}"}, timeout=10).status_code == 401

@@ -2,28 +2,67 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import fakeredis
 import pytest
 
 from smartseg.api.auth import ApiKeys
 from smartseg.api.routes.segmentations import requested_wait
+from smartseg.shared.api_keys import ApiKeyStore
 from smartseg.shared.credentials import hash_api_key
-from smartseg.shared.errors import Unauthorized
+from smartseg.shared.errors import NotFound, Unauthorized
 from smartseg.shared.jobstore import is_job_id, new_job_id
+from smartseg.shared.keys import Keys
+
+KEYS = Keys("t")
+
+
+def api_keys(hashes: list[str], server: fakeredis.FakeServer | None = None) -> ApiKeys:
+    return ApiKeys(hashes, fakeredis.FakeAsyncRedis(server=server, decode_responses=True), KEYS)
+
+
+def owner(keys: ApiKeys, header: str | None) -> str:
+    return asyncio.run(keys.caller(header)).owner
 
 
 def test_api_keys_map_to_a_stable_owner_and_refuse_the_rest() -> None:
-    keys = ApiKeys([hash_api_key("sk-alice"), hash_api_key("sk-bob").upper()])
-    alice = keys.owner_for("Bearer sk-alice")
-    assert alice == keys.owner_for("bearer  sk-alice") == hash_api_key("sk-alice")[:16]
-    assert keys.owner_for("Bearer sk-bob") != alice
+    keys = api_keys([hash_api_key("sk-alice"), hash_api_key("sk-bob").upper()])
+    alice = owner(keys, "Bearer sk-alice")
+    assert alice == owner(keys, "bearer  sk-alice") == hash_api_key("sk-alice")[:16]
+    assert owner(keys, "Bearer sk-bob") != alice
     for header in (None, "", "Bearer", "Bearer ", "Basic sk-alice", "sk-alice", "Bearer sk-mallory"):
         with pytest.raises(Unauthorized):
-            keys.owner_for(header)
+            owner(keys, header)
 
 
 def test_no_configured_keys_refuses_everyone() -> None:
     with pytest.raises(Unauthorized):
-        ApiKeys([]).owner_for("Bearer anything")
+        owner(api_keys([]), "Bearer anything")
+
+
+def test_managed_keys_are_stored_hashed_revoked_at_once_and_rotated_for_the_same_owner() -> None:
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server, decode_responses=True)
+    store, keys = ApiKeyStore(client, KEYS), api_keys([], server)
+    secret, record = store.create("ci")
+    assert secret.startswith("sk-") and record.id.startswith("key_")
+    dumped = {key: client.dump(key) for key in client.keys("*")}
+    assert secret not in repr(dumped) and hash_api_key(secret) in repr(list(dumped))  # only the hash
+    caller = asyncio.run(keys.caller(f"Bearer {secret}"))
+    assert (caller.owner, caller.key_id) == (record.owner, record.id)
+    assert [key.id for key in store.list()] == [record.id]
+    new_secret, new = store.rotate(record.id)
+    assert (new.owner, new.name) == (record.owner, "ci") and new.id != record.id
+    with pytest.raises(Unauthorized):  # the old key is refused on the very next request
+        owner(keys, f"Bearer {secret}")
+    assert owner(keys, f"Bearer {new_secret}") == record.owner  # its jobs stay visible
+    store.revoke(new.id)
+    with pytest.raises(Unauthorized):
+        owner(keys, f"Bearer {new_secret}")
+    assert store.list() == []
+    with pytest.raises(NotFound):
+        store.revoke(new.id)
 
 
 @pytest.mark.parametrize(
