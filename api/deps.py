@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from smartseg.api.services import Services
 
@@ -18,10 +19,16 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+# Declares the Bearer scheme in OpenAPI; a missing or malformed header is ours to answer (401 unauthorized).
+BEARER = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk-...`")
+
+
 async def require_owner(
-    services: ServicesDep, request: Request, authorization: Annotated[str | None, Header()] = None
+    services: ServicesDep,
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> str:
-    caller = await services.api_keys.caller(authorization)
+    caller = await services.api_keys.caller(request.headers.get("authorization"))
     request.state.key_id = caller.key_id  # for logs: the key's public id, never the key
     return caller.owner
 

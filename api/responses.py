@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Response
 from pydantic import BaseModel
+
+from smartseg.shared.schemas import ErrorBody
 
 JSON = "application/json"
 
@@ -13,3 +17,24 @@ def json_response(
 ) -> Response:
     """The model as JSON; returning it as-is spares FastAPI validating it again."""
     return Response(model.model_dump_json(), status_code=status_code, media_type=JSON, headers=headers)
+
+
+ERRORS = {
+    401: "`unauthorized`: the API key is missing or unknown (revoked keys included).",
+    404: "`not_found`: no such job, or another key's job.",
+    409: "`idempotency_conflict`: an Idempotency-Key reused with another body; "
+    "`job_already_finished`: a cancel of a job that ended.",
+    413: "`payload_too_large`: the body is over `SMARTSEG_MAX_REQUEST_BYTES` (chunked bodies too).",
+    422: "`invalid_request` (malformed JSON, or a body, header or parameter out of bounds: `details.errors` "
+    "lists each), `unknown_region`, `unknown_pipeline`, `image_url_forbidden`, `image_too_large`.",
+    503: "`service_unavailable`: Redis cannot be reached; try again.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the errors an operation can answer with: the one error body, and its codes."""
+    return {status: {"model": ErrorBody, "description": ERRORS[status]} for status in statuses}
+
+
+def header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}

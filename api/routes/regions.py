@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from smartseg.api.deps import Owner, ServicesDep
-from smartseg.api.responses import json_response
+from smartseg.api.responses import error_responses, json_response
 from smartseg.shared.keys import BATCH, INTERACTIVE
 from smartseg.shared.regions import RegionState, region_states, seconds_since
 from smartseg.shared.schemas import Region, RegionList
@@ -14,7 +14,12 @@ from smartseg.shared.schemas import Region, RegionList
 router = APIRouter(prefix="/v1/regions", tags=["regions"])
 
 
-@router.get("", response_model=RegionList, summary="Health, workers and queues of every region")
+@router.get(
+    "",
+    response_model=RegionList,
+    summary="Health, workers and queues of every region",
+    responses=error_responses(401, 503),
+)
 async def list_regions(owner: Owner, services: ServicesDep) -> Response:
     states = await run_in_threadpool(
         region_states, services.redis, services.store.keys, services.settings.regions

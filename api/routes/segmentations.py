@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from smartseg.api.deps import Owner, ServicesDep
 from smartseg.api.job_view import job_view
-from smartseg.api.responses import json_response
+from smartseg.api.responses import error_responses, header, json_response
 from smartseg.api.services import Services
 from smartseg.shared.errors import InvalidRequest, UnknownRegion
 from smartseg.shared.fetch import check_image_url, image_filename_stem
@@ -81,7 +81,26 @@ def job_spec(body: SegmentationRequest, services: Services) -> JobSpec:
     )
 
 
-@router.post("", status_code=202, response_model=Job, summary="Submit a segmentation job")
+WAIT_APPLIED = header("`wait=N`: the response was held up to N s (`Prefer: wait=N`, capped).")
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Job,
+    summary="Submit a segmentation job",
+    responses={
+        202: {
+            "description": "Accepted: the job as it stands (finished, if it ended within `Prefer: wait`).",
+            "headers": {
+                "Location": header("The job's URL."),
+                "Idempotent-Replayed": header("`true` when an Idempotency-Key returned an earlier job."),
+                "Preference-Applied": WAIT_APPLIED,
+            },
+        },
+        **error_responses(401, 409, 413, 422, 503),
+    },
+)
 async def create_segmentation(
     body: SegmentationRequest,
     owner: Owner,
@@ -133,7 +152,12 @@ def _send(services: Services, job: JobRecord) -> None:
         log.warning("job %s: message not sent (%s); the router will send it", job.id, exc)
 
 
-@router.get("/{job_id}", response_model=Job, summary="Read a job (optionally waiting for it to finish)")
+@router.get(
+    "/{job_id}",
+    response_model=Job,
+    summary="Read a job (optionally waiting for it to finish)",
+    responses={200: {"headers": {"Preference-Applied": WAIT_APPLIED}}, **error_responses(401, 404, 422, 503)},
+)
 async def get_segmentation(
     job_id: str,
     owner: Owner,
@@ -145,7 +169,12 @@ async def get_segmentation(
     return await render(services, request, job, requested_wait(prefer, services.settings.max_wait_s))
 
 
-@router.post("/{job_id}/cancel", response_model=Job, summary="Cancel a job")
+@router.post(
+    "/{job_id}/cancel",
+    response_model=Job,
+    summary="Cancel a job",
+    responses=error_responses(401, 404, 409, 413, 422, 503),
+)
 async def cancel_segmentation(job_id: str, owner: Owner, services: ServicesDep, request: Request) -> Response:
     def cancel() -> JobRecord:
         services.store.cancel(owner, job_id)
@@ -154,7 +183,12 @@ async def cancel_segmentation(job_id: str, owner: Owner, services: ServicesDep, 
     return await render(services, request, await run_in_threadpool(cancel))
 
 
-@router.get("", response_model=JobList, summary="List your jobs, newest first")
+@router.get(
+    "",
+    response_model=JobList,
+    summary="List your jobs, newest first",
+    responses=error_responses(401, 422, 503),
+)
 async def list_segmentations(
     owner: Owner,
     services: ServicesDep,
