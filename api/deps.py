@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from smartseg.api.rate_limits import READS
 from smartseg.api.services import Services
 
 
@@ -23,7 +24,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 BEARER = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk-...`")
 
 
-async def require_owner(
+async def require_caller(
     services: ServicesDep,
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
@@ -33,4 +34,11 @@ async def require_owner(
     return caller.owner
 
 
+async def require_owner(services: ServicesDep, owner: Annotated[str, Depends(require_caller)]) -> str:
+    await services.rate_limits.take(owner, READS)
+    return owner
+
+
 Owner = Annotated[str, Depends(require_owner)]
+# For a submit, which spends its priority's budget once the body says which (SubmitOwner + take()).
+SubmitOwner = Annotated[str, Depends(require_caller)]

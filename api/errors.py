@@ -10,7 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from smartseg.shared.errors import InvalidRequest, ServiceUnavailable, SmartsegError, Unauthorized
+from smartseg.shared.errors import (
+    InvalidRequest,
+    RateLimited,
+    ServiceUnavailable,
+    SmartsegError,
+    Unauthorized,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +31,8 @@ HTTP_CODES = {
 
 def error_response(error: SmartsegError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+    if isinstance(error, RateLimited):
+        headers = error.headers
     return JSONResponse({"error": error.to_dict()}, status_code=error.status, headers=headers)
 
 

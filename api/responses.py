@@ -27,13 +27,27 @@ ERRORS = {
     413: "`payload_too_large`: the body is over `SMARTSEG_MAX_REQUEST_BYTES` (chunked bodies too).",
     422: "`invalid_request` (malformed JSON, or a body, header or parameter out of bounds: `details.errors` "
     "lists each), `unknown_region`, `unknown_pipeline`, `image_url_forbidden`, `image_too_large`.",
+    429: "`rate_limited`: the key's budget is spent (reads, interactive or batch submissions each have one); "
+    "`Retry-After`, `RateLimit-Policy` and `RateLimit` say when there is room again.",
     503: "`service_unavailable`: Redis cannot be reached; try again.",
 }
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the errors an operation can answer with: the one error body, and its codes."""
-    return {status: {"model": ErrorBody, "description": ERRORS[status]} for status in statuses}
+    responses: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorBody, "description": ERRORS[status]} for status in statuses
+    }
+    if 429 in responses:
+        responses[429]["headers"] = {name: header(text) for name, text in RATE_LIMIT_HEADERS.items()}
+    return responses
+
+
+RATE_LIMIT_HEADERS = {
+    "Retry-After": "Seconds until the request can succeed.",
+    "RateLimit-Policy": 'The budget: `"<budget>";q=<burst>;w=<seconds to refill>`.',
+    "RateLimit": 'What is left: `"<budget>";r=<tokens left>;t=<seconds>`.',
+}
 
 
 def header(description: str) -> dict[str, Any]:

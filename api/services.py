@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from smartseg.api.auth import ApiKeys
 from smartseg.api.job_reader import JobReader
 from smartseg.api.placement import Placement
+from smartseg.api.rate_limits import RateLimiter
 from smartseg.api.waiter import JobWaiter
 from smartseg.shared.celery_app import make_celery
 from smartseg.shared.fetch import FetchLimits, fetch_limits
@@ -34,6 +35,7 @@ class Services:
     fetch_limits: FetchLimits
     redis_async: aioredis.Redis
     placement: Placement
+    rate_limits: RateLimiter
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -53,6 +55,7 @@ class Services:
             fetch_limits=fetch_limits(settings),
             redis_async=client_async,
             placement=Placement(client_async, keys, settings.regions, settings.pipelines),
+            rate_limits=RateLimiter(client_async, keys, settings.rate_limit_per_s, settings.rate_limit_burst),
         )
 
     async def close(self) -> None:

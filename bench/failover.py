@@ -111,7 +111,12 @@ def main() -> None:
     args = parser.parse_args()
     api_key = f"sk-failover-{secrets.token_hex(8)}"
     settings = Settings().updated(
-        regions=[DOOMED, SURVIVOR], api_key_hashes=[hash_api_key(api_key)], api_port=0, log_level="WARNING"
+        regions=[DOOMED, SURVIVOR],
+        api_key_hashes=[hash_api_key(api_key)],
+        api_port=0,
+        log_level="WARNING",
+        rate_limit_per_s=1e6,  # never refuses the bench's load
+        rate_limit_burst=1_000_000,
     )
     stack = Stack(settings, Path(tempfile.mkdtemp(prefix="smartseg-failover-"))).start()
     try:

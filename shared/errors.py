@@ -121,6 +121,17 @@ class PayloadTooLarge(SmartsegError):
     status = 413
 
 
+class RateLimited(SmartsegError):
+    """Raised when a key has used up a rate budget; ``headers`` say when to try again."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, headers: dict[str, str], details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details)
+        self.headers = headers
+
+
 class UnknownRegion(InvalidRequest):
     """Raised when a request names a region the deployment does not have."""
 

@@ -62,6 +62,10 @@ class Keys:
         """Hash: public key id -> the key's SHA-256 (what `keys list`, `revoke` and `rotate` go by)."""
         return f"{self.prefix}:apikey-ids"
 
+    def rate_bucket(self, owner: str, budget: str) -> str:
+        """Hash: an owner's token bucket for one budget (requests, interactive or batch submissions)."""
+        return f"{self.prefix}:rate:{owner}:{budget}"
+
     def heartbeat(self, region: str, worker_id: str) -> str:
         """String describing a live worker; it expires unless the worker renews it."""
         return f"{self.prefix}:heartbeat:{region}:{worker_id}"

@@ -11,7 +11,8 @@ import re
 from importlib.resources import files
 
 import redis
-from redis.commands.core import Script
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript, Script
 
 INCLUDE = re.compile(r'^--- @include "([\w.]+)"$', re.MULTILINE)
 
@@ -26,4 +27,8 @@ def script_source(name: str) -> str:
 
 def register(client: redis.Redis, name: str) -> Script:
     """Script ``name`` on ``client``: sent by SHA, and in full only when Redis does not have it yet."""
+    return client.register_script(script_source(name))
+
+
+def register_async(client: aioredis.Redis, name: str) -> AsyncScript:
     return client.register_script(script_source(name))

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=3600, ge=60)
     max_wait_s: int = Field(default=60, ge=0, le=300)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Token buckets per key and budget: reads, interactive submissions and batch submissions each have
+    # their own, so a backfill cannot starve interactive calls. 0: no limit.
+    rate_limit_per_s: float = Field(default=50.0, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
 
     # Models (pipelines other than `lite`): weights only from local disk or an S3 prefix, never a hub.
     model_dir: str = "models"

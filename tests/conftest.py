@@ -60,7 +60,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def service_settings(env_settings: Settings, redis_url: str, s3_settings: dict[str, object]) -> Settings:
-    """Settings pointing at the real services, with a key prefix of this session's own."""
+    """Settings pointing at the real services, with a key prefix of this session's own. Tests poll far
+    faster than a client should, so their keys get a rate limit they never reach (tests of the limit set
+    their own)."""
     return env_settings.updated(
-        **{"redis_url": redis_url, "key_prefix": f"test-{secrets.token_hex(4)}", **s3_settings}
+        **{
+            "redis_url": redis_url,
+            "key_prefix": f"test-{secrets.token_hex(4)}",
+            "rate_limit_per_s": 10_000.0,
+            "rate_limit_burst": 10_000,
+            **s3_settings,
+        }
     )

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/regions", tags=["regions"])
     "",
     response_model=RegionList,
     summary="Health, workers and queues of every region",
-    responses=error_responses(401, 503),
+    responses=error_responses(401, 429, 503),
 )
 async def list_regions(owner: Owner, services: ServicesDep) -> Response:
     states = await run_in_threadpool(

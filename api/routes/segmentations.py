@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from smartseg.api.deps import Owner, ServicesDep
+from smartseg.api.deps import Owner, ServicesDep, SubmitOwner
 from smartseg.api.job_view import job_view
 from smartseg.api.responses import error_responses, header, json_response
 from smartseg.api.services import Services
@@ -98,12 +98,12 @@ WAIT_APPLIED = header("`wait=N`: the response was held up to N s (`Prefer: wait=
                 "Preference-Applied": WAIT_APPLIED,
             },
         },
-        **error_responses(401, 409, 413, 422, 503),
+        **error_responses(401, 409, 413, 422, 429, 503),
     },
 )
 async def create_segmentation(
     body: SegmentationRequest,
-    owner: Owner,
+    owner: SubmitOwner,
     services: ServicesDep,
     request: Request,
     prefer: PreferHeader = None,
@@ -111,6 +111,7 @@ async def create_segmentation(
 ) -> Response:
     # Everything that can refuse the request runs before the job exists: once created, it is answered.
     spec = job_spec(body, services)
+    await services.rate_limits.take(owner, spec.priority)  # batch submits have a budget of their own
     wait_s = requested_wait(prefer, services.settings.max_wait_s)
     requested = spec.region or services.settings.default_region
     region = await services.placement.place(spec.pipeline, requested, spec.pinned)
@@ -156,7 +157,10 @@ def _send(services: Services, job: JobRecord) -> None:
     "/{job_id}",
     response_model=Job,
     summary="Read a job (optionally waiting for it to finish)",
-    responses={200: {"headers": {"Preference-Applied": WAIT_APPLIED}}, **error_responses(401, 404, 422, 503)},
+    responses={
+        200: {"headers": {"Preference-Applied": WAIT_APPLIED}},
+        **error_responses(401, 404, 422, 429, 503),
+    },
 )
 async def get_segmentation(
     job_id: str,
@@ -173,7 +177,7 @@ async def get_segmentation(
     "/{job_id}/cancel",
     response_model=Job,
     summary="Cancel a job",
-    responses=error_responses(401, 404, 409, 413, 422, 503),
+    responses=error_responses(401, 404, 409, 413, 422, 429, 503),
 )
 async def cancel_segmentation(job_id: str, owner: Owner, services: ServicesDep, request: Request) -> Response:
     def cancel() -> JobRecord:
@@ -187,7 +191,7 @@ async def cancel_segmentation(job_id: str, owner: Owner, services: ServicesDep, 
     "",
     response_model=JobList,
     summary="List your jobs, newest first",
-    responses=error_responses(401, 422, 503),
+    responses=error_responses(401, 422, 429, 503),
 )
 async def list_segmentations(
     owner: Owner,
