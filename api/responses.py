@@ -28,6 +28,7 @@ ERRORS = {
     422: "`invalid_request` (malformed JSON, or a body, header or parameter out of bounds: `details.errors` "
     "lists each), `unknown_region`, `unknown_pipeline`, `image_url_forbidden`, `image_too_large`.",
     429: "`rate_limited`: the key's budget is spent (reads, interactive or batch submissions each have one); "
+    "`too_many_jobs` (submits): the key has as many jobs queued or running as it may. "
     "`Retry-After`, `RateLimit-Policy` and `RateLimit` say when there is room again.",
     503: "`service_unavailable`: Redis cannot be reached; try again.",
 }

@@ -132,6 +132,12 @@ class RateLimited(SmartsegError):
         self.headers = headers
 
 
+class TooManyJobs(RateLimited):
+    """Raised when a key already has as many queued and running jobs as it may."""
+
+    code = "too_many_jobs"
+
+
 class UnknownRegion(InvalidRequest):
     """Raised when a request names a region the deployment does not have."""
 

@@ -13,7 +13,13 @@ from typing import Any
 
 import redis
 
-from smartseg.shared.errors import IdempotencyConflict, JobAlreadyFinished, NotFound, ServiceUnavailable
+from smartseg.shared.errors import (
+    IdempotencyConflict,
+    JobAlreadyFinished,
+    NotFound,
+    ServiceUnavailable,
+    TooManyJobs,
+)
 from smartseg.shared.jobspec import JobSpec
 from smartseg.shared.keys import Keys
 from smartseg.shared.redis_connection import redis_client
@@ -25,6 +31,8 @@ MICRO_USD = 1_000_000
 # there after this long (the API died in between, or Redis refused the send) is sent by the router.
 SEND_GRACE_S = 5.0
 DEFAULT_PAGE_SIZE = 20
+# A key at its cap of active jobs gets a slot when one of them ends: this is a polite interval to retry.
+ACTIVE_JOBS_RETRY_S = 1
 # Status-filtered listing scans at most this many records per page before returning a cursor.
 MAX_SCAN_PER_PAGE = 500
 
@@ -187,12 +195,14 @@ class JobStore:
         job_ttl_s: int,
         idempotency_ttl_s: int,
         price_micro_usd: int,
+        max_active_jobs: int = 0,
     ) -> None:
         self._redis = client
         self.keys = keys
         self.job_ttl_s = job_ttl_s
         self.idempotency_ttl_s = idempotency_ttl_s
         self.price_micro_usd = price_micro_usd
+        self.max_active_jobs = max_active_jobs  # queued + running per owner; 0: no cap
         self._create = register(client, "create")
         self._claim = register(client, "claim")
         self._renew = register(client, "renew")
@@ -213,6 +223,7 @@ class JobStore:
             job_ttl_s=settings.job_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             price_micro_usd=round(settings.price_usd * MICRO_USD),
+            max_active_jobs=settings.max_active_jobs,
         )
 
     def close(self) -> None:
@@ -247,6 +258,7 @@ class JobStore:
             self.keys.sequence(),
             self.keys.queued(region),
             self.keys.outbox(),
+            self.keys.owner_active(owner),
         ]
         if idempotency_key_hash:
             keys.append(self.keys.idempotency(owner, idempotency_key_hash))
@@ -259,11 +271,22 @@ class JobStore:
                 request_hash or "",
                 int(SEND_GRACE_S * 1000),
                 region,
+                self.max_active_jobs,
                 *_flatten(fields),
             ],
         )
         if outcome == "created":
             return _record(found), True
+        if outcome == "too_many":
+            raise TooManyJobs(
+                f"{found} jobs queued or running, as many as a key may have; wait for one to end",
+                headers={
+                    "Retry-After": str(ACTIVE_JOBS_RETRY_S),
+                    "RateLimit-Policy": f'"active-jobs";q={self.max_active_jobs}',
+                    "RateLimit": f'"active-jobs";r=0;t={ACTIVE_JOBS_RETRY_S}',
+                },
+                details={"active_jobs": int(found), "max_active_jobs": self.max_active_jobs},
+            )
         if outcome == "conflict":
             raise IdempotencyConflict(
                 "this Idempotency-Key was used with a different request body", {"job_id": found}
@@ -369,7 +392,7 @@ class JobStore:
             job_id,
             None,
             lambda queued, expected: self._cancel(
-                keys=[self.keys.job(job_id), queued],
+                keys=[self.keys.job(job_id), queued, self.keys.owner_active(owner)],
                 args=[owner, self.keys.finished_channel(job_id), expected],
             ),
         )
@@ -387,6 +410,7 @@ class JobStore:
 
     def requeue_if_lease_expired(self, job_id: str) -> RequeueResult:
         """A running job whose lease expired gets a new token and attempt + 1 and is owed a message."""
+        owner = str(self._redis.hget(self.keys.job(job_id), "owner") or "")
         result = self._in_region(
             job_id,
             None,
@@ -397,6 +421,7 @@ class JobStore:
                     self.keys.running(),
                     self.keys.outbox(),
                     queued,
+                    self.keys.owner_active(owner),
                 ],
                 args=[new_token(), self.keys.finished_channel(job_id), expected],
             ),
@@ -457,6 +482,7 @@ class JobStore:
                 self.keys.lease(job.id),
                 self.keys.usage(job.owner),
                 self.keys.running(),
+                self.keys.owner_active(job.owner),
             ],
             args=[token, status.value, bill_micro_usd, self.keys.finished_channel(job.id), *_flatten(fields)],
         )

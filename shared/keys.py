@@ -42,6 +42,10 @@ class Keys:
         """Sorted set of an owner's job ids, scored by a global sequence number (newest = highest)."""
         return f"{self.prefix}:owner:{owner}:jobs"
 
+    def owner_active(self, owner: str) -> str:
+        """Sorted set of an owner's queued and running jobs' record keys, scored by creation: the cap."""
+        return f"{self.prefix}:owner:{owner}:active"
+
     def sequence(self) -> str:
         """Counter that orders jobs for cursor paging."""
         return f"{self.prefix}:seq"

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     # their own, so a backfill cannot starve interactive calls. 0: no limit.
     rate_limit_per_s: float = Field(default=50.0, ge=0)
     rate_limit_burst: int = Field(default=100, ge=1)
+    max_active_jobs: int = Field(default=1000, ge=0)  # queued + running per key; 0: no cap
 
     # Models (pipelines other than `lite`): weights only from local disk or an S3 prefix, never a hub.
     model_dir: str = "models"

@@ -1,10 +1,10 @@
 -- Ends a running job held by the caller's token: state, outputs, usage and the announcement in one step.
 -- A cancel that raced in turns a success into `canceled`, unbilled.
--- KEYS: [1] job record, [2] lease, [3] owner's usage, [4] running index
+-- KEYS: [1] job record, [2] lease, [3] owner's usage, [4] running index, [5] owner's active jobs
 -- ARGV: [1] token, [2] status, [3] micro-USD to bill, [4] finished channel, [5...] field, value pairs
 -- Returns: the status it ended in | 'refused' (the token no longer holds the job)
 --- @include "clock.lua"
-local job_key, lease, usage, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job_key, lease, usage, running, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local token, status, bill, finished_channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local FIRST_FIELD = 5
 
@@ -29,5 +29,6 @@ if bill > 0 then
 end
 redis.call('DEL', lease)
 redis.call('ZREM', running, job_key)
+redis.call('ZREM', active, job_key)
 redis.call('PUBLISH', finished_channel, status)
 return status

@@ -1,12 +1,13 @@
 -- A running job whose lease expired: its worker is gone (or frozen). It gets a new token, so the old run
 -- can neither renew nor finish, and goes to the outbox, which the router empties by sending messages.
 -- A cancel requested meanwhile ends it instead.
--- KEYS: [1] job record, [2] lease, [3] running index, [4] outbox, [5] queued index of ARGV[3]'s region
+-- KEYS: [1] job record, [2] lease, [3] running index, [4] outbox, [5] queued index of ARGV[3]'s region,
+--       [6] the owner's active jobs
 -- ARGV: [1] new token, [2] finished channel, [3] the region the caller expects the job to be in
 -- Returns: 'requeued' | 'held' (the lease is alive) | 'canceled' | 'not_running' | {'moved', region}
 --- @include "clock.lua"
 --- @include "history.lua"
-local job_key, lease, running, outbox, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local job_key, lease, running, outbox, queued, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local new_token, finished_channel, expected_region = ARGV[1], ARGV[2], ARGV[3]
 
 local job = redis.call('HMGET', job_key, 'status', 'cancel_requested', 'attempt', 'region')
@@ -22,6 +23,7 @@ end
 if job[4] ~= expected_region then return {'moved', job[4]} end
 redis.call('ZREM', running, job_key)
 if job[2] == '1' then
+  redis.call('ZREM', active, job_key)
   redis.call('HSET', job_key, 'status', 'canceled', 'finished_at', clock_s())
   redis.call('PUBLISH', finished_channel, 'canceled')
   return 'canceled'

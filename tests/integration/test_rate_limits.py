@@ -63,3 +63,22 @@ def test_batch_submits_cannot_spend_the_interactive_budget(client: TestClient) -
     assert (
         len(client.get("/v1/segmentations", headers=auth()).json()["data"]) == BURST + 1
     )  # no job for a 429
+
+
+def test_a_key_at_its_cap_of_active_jobs_gets_429_too_many_jobs(service_settings: Settings) -> None:
+    settings = service_settings.updated(
+        key_prefix=f"active-{secrets.token_hex(4)}", api_key_hashes=[hash_api_key(KEY)], max_active_jobs=2
+    )
+    body = {"image_url": "https://images.example.com/x.png", "prompt": "red shape"}
+    with TestClient(create_app(settings)) as client:  # no worker: the jobs stay queued
+        submitted = [client.post("/v1/segmentations", json=body, headers=auth()) for _ in range(2)]
+        assert [response.status_code for response in submitted] == [202, 202]
+        refused = client.post("/v1/segmentations", json=body, headers=auth())
+        assert (refused.status_code, refused.json()["error"]["code"]) == (429, "too_many_jobs")
+        assert (
+            refused.headers["Retry-After"] == "1"
+            and refused.headers["RateLimit-Policy"] == '"active-jobs";q=2'
+        )
+        first = client.get("/v1/segmentations", headers=auth()).json()["data"][-1]["id"]
+        assert client.post(f"/v1/segmentations/{first}/cancel", headers=auth()).status_code == 200
+        assert client.post("/v1/segmentations", json=body, headers=auth()).status_code == 202  # a slot freed

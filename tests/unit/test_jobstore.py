@@ -9,7 +9,7 @@ import time
 import fakeredis
 import pytest
 
-from smartseg.shared.errors import IdempotencyConflict, JobAlreadyFinished, NotFound
+from smartseg.shared.errors import IdempotencyConflict, JobAlreadyFinished, NotFound, TooManyJobs
 from smartseg.shared.jobspec import JobOptions, JobSpec
 from smartseg.shared.jobstore import CancelResult, ClaimResult, JobStatus, JobStore, LeaseState, RequeueResult
 from smartseg.shared.keys import Keys
@@ -295,3 +295,33 @@ def test_the_fingerprint_is_what_earlier_versions_hashed() -> None:
     assert SPEC.fingerprint() == hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     assert JobSpec.from_stored_request(request) == SPEC
     assert SPEC.model_copy(update={"priority": "batch"}).fingerprint() != SPEC.fingerprint()
+
+
+def test_an_owner_has_at_most_the_cap_of_queued_and_running_jobs(client: fakeredis.FakeRedis) -> None:
+    store = JobStore(client, Keys("t"), 3600, 600, PRICE, max_active_jobs=2)
+    first, _ = new_job(store, idempotency_key_hash="k1", request_hash="h1")
+    second, _ = new_job(store)
+    with pytest.raises(TooManyJobs) as refused:
+        new_job(store)
+    assert (refused.value.status, refused.value.code) == (429, "too_many_jobs")
+    assert refused.value.headers["Retry-After"] == "1"
+    assert refused.value.details == {"active_jobs": 2, "max_active_jobs": 2}
+    assert len(store.list_for_owner("alice").jobs) == 2  # nothing was created
+    assert new_job(store, idempotency_key_hash="k1", request_hash="h1")[0].id == first.id  # a replay is fine
+    assert new_job(store, owner="bob")[1]  # the cap is per owner
+
+    # Every way a job stops being queued or running frees its slot.
+    store.claim(first.id, first.token, "w1", 10)
+    store.succeed(first, first.token, outputs=[], prompt_results=[], metrics={})
+    third, _ = new_job(store)
+    store.cancel("alice", second.id)  # queued -> canceled
+    fourth, _ = new_job(store)
+    with pytest.raises(TooManyJobs):
+        new_job(store)
+    store.claim(third.id, third.token, "w1", 0.05)
+    store.cancel("alice", third.id)  # running: flagged; its lease then runs out
+    time.sleep(0.08)
+    assert store.requeue_if_lease_expired(third.id) is RequeueResult.CANCELED
+    store.claim(fourth.id, fourth.token, "w1", 10)
+    store.fail(fourth, fourth.token, error={"code": "x"}, metrics={})
+    assert [new_job(store)[1] for _ in range(2)] == [True, True]
