@@ -33,12 +33,12 @@ class RateLimiter:
             return
         retry_after = max(1, math.ceil(int(wait_ms) / 1000))
         window = max(1, math.ceil(self.burst / self.per_s))
-        raise RateLimited(
+        raise RateLimited.over(
             f"rate limit of {budget} reached: {self.per_s:g}/s, bursts of {self.burst}",
-            headers={
-                "Retry-After": str(retry_after),
-                "RateLimit-Policy": f'"{budget}";q={self.burst};w={window}',
-                "RateLimit": f'"{budget}";r={int(left)};t={retry_after}',
-            },
+            budget=budget,
+            quota=self.burst,
+            retry_after_s=retry_after,
+            left=int(left),
+            window_s=window,
             details={"budget": budget, "retry_after_s": retry_after},
         )

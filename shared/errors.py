@@ -131,6 +131,28 @@ class RateLimited(SmartsegError):
         super().__init__(message, details)
         self.headers = headers
 
+    @classmethod
+    def over(
+        cls,
+        message: str,
+        *,
+        budget: str,
+        quota: int,
+        retry_after_s: int,
+        left: int = 0,
+        window_s: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> RateLimited:
+        """The error for a spent ``budget``, with ``Retry-After`` and the IETF ``RateLimit-Policy`` /
+        ``RateLimit`` headers (draft-ietf-httpapi-ratelimit-headers)."""
+        policy = f'"{budget}";q={quota}' + (f";w={window_s}" if window_s else "")
+        headers = {
+            "Retry-After": str(retry_after_s),
+            "RateLimit-Policy": policy,
+            "RateLimit": f'"{budget}";r={left};t={retry_after_s}',
+        }
+        return cls(message, headers, details)
+
 
 class TooManyJobs(RateLimited):
     """Raised when a key already has as many queued and running jobs as it may."""

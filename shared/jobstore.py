@@ -278,13 +278,11 @@ class JobStore:
         if outcome == "created":
             return _record(found), True
         if outcome == "too_many":
-            raise TooManyJobs(
+            raise TooManyJobs.over(
                 f"{found} jobs queued or running, as many as a key may have; wait for one to end",
-                headers={
-                    "Retry-After": str(ACTIVE_JOBS_RETRY_S),
-                    "RateLimit-Policy": f'"active-jobs";q={self.max_active_jobs}',
-                    "RateLimit": f'"active-jobs";r=0;t={ACTIVE_JOBS_RETRY_S}',
-                },
+                budget="active-jobs",
+                quota=self.max_active_jobs,
+                retry_after_s=ACTIVE_JOBS_RETRY_S,
                 details={"active_jobs": int(found), "max_active_jobs": self.max_active_jobs},
             )
         if outcome == "conflict":
