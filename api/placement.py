@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 
@@ -79,4 +80,4 @@ class Placement:
             priority: int(await self.client.llen(self.keys.queue(state.region, priority)))
             for priority in PRIORITIES
         }
-        return RegionState(state.region, state.live_workers, state.busy_workers, state.pipelines, queued)
+        return replace(state, queued=queued)

@@ -34,6 +34,13 @@ ERRORS = {
 }
 
 
+RATE_LIMIT_HEADERS = {
+    "Retry-After": "Seconds until the request can succeed.",
+    "RateLimit-Policy": 'The budget: `"<budget>";q=<burst>;w=<seconds to refill>`.',
+    "RateLimit": 'What is left: `"<budget>";r=<tokens left>;t=<seconds>`.',
+}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the errors an operation can answer with: the one error body, and its codes."""
     responses: dict[int | str, dict[str, Any]] = {
@@ -42,13 +49,6 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     if 429 in responses:
         responses[429]["headers"] = {name: header(text) for name, text in RATE_LIMIT_HEADERS.items()}
     return responses
-
-
-RATE_LIMIT_HEADERS = {
-    "Retry-After": "Seconds until the request can succeed.",
-    "RateLimit-Policy": 'The budget: `"<budget>";q=<burst>;w=<seconds to refill>`.',
-    "RateLimit": 'What is left: `"<budget>";r=<tokens left>;t=<seconds>`.',
-}
 
 
 def header(description: str) -> dict[str, Any]:

@@ -408,10 +408,13 @@ class JobStore:
 
     def requeue_if_lease_expired(self, job_id: str) -> RequeueResult:
         """A running job whose lease expired gets a new token and attempt + 1 and is owed a message."""
-        owner = str(self._redis.hget(self.keys.job(job_id), "owner") or "")
+        region, owner = (
+            str(value) if value else None
+            for value in self._redis.hmget(self.keys.job(job_id), ["region", "owner"])
+        )
         result = self._in_region(
             job_id,
-            None,
+            region,
             lambda queued, expected: self._requeue(
                 keys=[
                     self.keys.job(job_id),
@@ -419,7 +422,7 @@ class JobStore:
                     self.keys.running(),
                     self.keys.outbox(),
                     queued,
-                    self.keys.owner_active(owner),
+                    self.keys.owner_active(owner or ""),
                 ],
                 args=[new_token(), self.keys.finished_channel(job_id), expected],
             ),
@@ -450,16 +453,16 @@ class JobStore:
     def move_to_region(self, job_id: str, region: str, indexed_in: str) -> bool:
         """Record where a queued job's message now goes (a claim records where it actually ran).
         False, and its entry in ``indexed_in``'s queued index dropped, if it is no longer queued."""
-        source = indexed_in
-        for _ in range(REGION_RETRIES):
-            result = self._move_queued(
-                keys=[self.keys.job(job_id), self.keys.queued(region), self.keys.queued(source)],
-                args=[region, source],
+        return bool(
+            self._in_region(
+                job_id,
+                indexed_in,
+                lambda source_queued, source: self._move_queued(
+                    keys=[self.keys.job(job_id), self.keys.queued(region), source_queued],
+                    args=[region, source],
+                ),
             )
-            if not _moved(result):
-                return bool(result)
-            source = result[1]
-        raise ServiceUnavailable(f"job {job_id} kept moving between regions; try again")
+        )
 
     def queued_in(self, region: str, limit: int = 1000) -> list[str]:
         """Ids of jobs indexed as queued in ``region``, longest there first."""
