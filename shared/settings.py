@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     fetch_allowed_networks: CommaList = []
     fetch_allowed_ports: CommaList = ["80", "443"]  # "*": any port
     max_image_pixels: int = Field(default=40_000_000, ge=1)
+    # Pipelines see an image at most this long on its longest side (every model resizes to 1333 or less);
+    # a larger one is decoded small, which bounds a worker's memory. Masks come back at full size.
+    decode_max_side: int = Field(default=2048, ge=64)
 
     # HTTP server (api process).
     api_host: str = "127.0.0.1"

@@ -84,6 +84,7 @@ def build_runner(settings: Settings, store: JobStore, loaded: LoadedPipelines) -
         worker_id=worker_id(settings),
         lease_s=settings.lease_s,
         max_image_pixels=settings.max_image_pixels,
+        decode_max_side=settings.decode_max_side,
         region=settings.region,
     )
 

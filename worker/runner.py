@@ -13,10 +13,10 @@ from smartseg.shared.errors import JobCanceled, JobFailure, LeaseLost, PipelineF
 from smartseg.shared.fetch import ImageFetcher
 from smartseg.shared.jobstore import JobRecord, JobStore
 from smartseg.shared.storage import MaskStorage, object_key
-from smartseg.worker.image import decode_image
+from smartseg.worker.image import DEFAULT_MAX_SIDE, DecodedImage, decode_image
 from smartseg.worker.lease import MIN_CHECK_INTERVAL_S, Lease, LeaseRenewer
 from smartseg.worker.mask_encoding import encode_mask
-from smartseg.worker.pipeline.base import Pipeline, PromptResult
+from smartseg.worker.pipeline.base import Pipeline, PromptResult, mask_box
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class JobRunner:
         worker_id: str,
         lease_s: float,
         max_image_pixels: int,
+        decode_max_side: int = DEFAULT_MAX_SIDE,
         region: str = "",
         check_interval_s: float = MIN_CHECK_INTERVAL_S,
     ) -> None:
@@ -42,6 +43,7 @@ class JobRunner:
         self.lease_s = lease_s
         self.leases = LeaseRenewer(store, lease_s, check_interval_s)
         self.max_image_pixels = max_image_pixels
+        self.decode_max_side = decode_max_side  # the pipeline's working size; masks return at full size
         self.region = region  # recorded on each job it claims
         self.current_job: str | None = None  # shown in the heartbeat
 
@@ -109,14 +111,14 @@ class JobRunner:
         metrics["fetch_s"] = _since(started)
 
         started = time.perf_counter()
-        image = decode_image(fetched.data, self.max_image_pixels)
+        image = decode_image(fetched.data, self.max_image_pixels, self.decode_max_side)
         metrics["decode_s"] = _since(started)
         lease.checkpoint()
 
         started = time.perf_counter()
         counters_before = pipeline.counters()
         try:
-            results = pipeline.run(image, spec.prompts, spec.options)
+            results = pipeline.run(image.pixels, spec.prompts, spec.options)
         except Exception as exc:
             raise PipelineFailed(f"pipeline {pipeline.name} failed: {type(exc).__name__}") from exc
         metrics["inference_s"] = _since(started)
@@ -125,7 +127,7 @@ class JobRunner:
         lease.checkpoint()
 
         started = time.perf_counter()
-        outputs = self._upload(job, results, image, spec.options.output_format, uploaded)
+        outputs = self._upload(job, results, image, fetched.data, spec.options.output_format, uploaded)
         metrics["upload_s"] = _since(started)
         prompt_results = [
             {
@@ -141,15 +143,21 @@ class JobRunner:
         self,
         job: JobRecord,
         results: list[PromptResult],
-        image: np.ndarray,
+        image: DecodedImage,
+        data: bytes,
         output_format: str,
         uploaded: list[str],
     ) -> list[dict[str, Any]]:
-        height, width = image.shape[:2]
+        width, height = image.width, image.height
+        # A cutout carries the image's own pixels, at full size: decoded again only for it, only if scaled.
+        source = None
+        if output_format == "cutout":
+            source = decode_image(data, self.max_image_pixels).pixels if image.scaled else image.pixels
         outputs: list[dict[str, Any]] = []
         for result in results:
             for segment in result.segments:
-                encoded = encode_mask(segment.mask, output_format, image)
+                mask = image.full_size(segment.mask)
+                encoded = encode_mask(mask, output_format, source)
                 filename = f"{job.filename_stem}.mask-{len(outputs)}{encoded.suffix}"
                 key = object_key(job.id, job.attempt, filename)
                 self.storage.put(key, encoded.data, encoded.content_type)
@@ -164,8 +172,8 @@ class JobRunner:
                         "prompt": segment.prompt,
                         "label": segment.label,
                         "score": round(float(segment.score), 4),
-                        "box": [int(value) for value in segment.box],
-                        "area": int(segment.area),
+                        "box": list(mask_box(mask)),
+                        "area": int(np.count_nonzero(mask)),
                         "model": segment.model,
                     }
                 )

@@ -80,10 +80,15 @@ def store(client: fakeredis.FakeRedis) -> JobStore:
     return JobStore(client, Keys("t"), 3600, 600, 120_000)
 
 
-def make_runner(store: JobStore, storage: MemoryStorage, pipeline: FakePipeline) -> JobRunner:
+def make_runner(
+    store: JobStore, storage: MemoryStorage, pipeline: FakePipeline, decode_max_side: int = 2048
+) -> JobRunner:
     # Every stage boundary checks the lease (no coalescing), so a test sees exactly where a run stopped.
     fetcher = ImageFetcher(FetchLimits())
-    return JobRunner(store, storage, fetcher, {"fake": pipeline}, "w1", 5.0, 10_000, check_interval_s=0)  # type: ignore[arg-type]
+    pipelines = {"fake": pipeline}
+    return JobRunner(
+        store, storage, fetcher, pipelines, "w1", 5.0, 10_000, decode_max_side, check_interval_s=0
+    )  # type: ignore[arg-type]
 
 
 def new_job(store: JobStore, prompts: list[str], image_url: str | None = None) -> JobRecord:
@@ -104,6 +109,30 @@ def test_success_uploads_masks_and_records_outputs(store: JobStore) -> None:
     mask = np.asarray(Image.open(io.BytesIO(storage.objects[done.outputs[0]["key"]])))
     assert mask.shape == (HEIGHT, WIDTH) and mask.sum() == 100 * 255
     assert {"queue_s", "fetch_s", "decode_s", "inference_s", "upload_s", "total_s"} <= set(done.metrics)
+
+
+@pytest.mark.parametrize("output_format", ["png", "cutout"])
+def test_an_image_over_the_working_size_gets_masks_at_its_own_size(
+    store: JobStore, output_format: str
+) -> None:
+    storage = MemoryStorage()
+    spec = JobSpec(
+        image_url=png_data_url(),
+        prompts=("a",),
+        pipeline="fake",
+        options=JobOptions(output_format=output_format),
+    )
+    job = store.create(owner="o", spec=spec, region="r", filename_stem="photo")[0]
+    # The pipeline sees the image at 20x15 and marks rows 5-14, columns 10-19: the lower right quarter.
+    runner = make_runner(store, storage, FakePipeline(), decode_max_side=WIDTH // 2)
+    assert runner.run(job.id, job.token, "fake") == "succeeded"
+    output = store.get(job.id).outputs[0]
+    assert (output["width"], output["height"]) == (WIDTH, HEIGHT)
+    assert output["box"] == [20, 10, 40, 30] and output["area"] == 20 * 20
+    mask = np.asarray(Image.open(io.BytesIO(storage.objects[output["key"]])))
+    assert mask.shape[:2] == (HEIGHT, WIDTH)
+    if output_format == "cutout":  # the source pixels at full size, the mask as alpha
+        assert tuple(mask[HEIGHT - 1, WIDTH - 1]) == (200, 30, 30, 255) and mask[0, 0, 3] == 0
 
 
 def test_stale_token_is_dropped_without_work(store: JobStore) -> None:
