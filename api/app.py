@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from smartseg.api.body_limit import BodyLimit
-from smartseg.api.errors import install_error_handlers
+from smartseg.api.errors import UnexpectedErrors, install_error_handlers
+from smartseg.api.openapi import name_deployment_choices
+from smartseg.api.rate_limits import RateLimitHeaders
 from smartseg.api.routes import api_router
 from smartseg.api.services import Services
 from smartseg.shared.settings import Settings
@@ -32,5 +34,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.services = built
     install_error_handlers(app)
     app.include_router(api_router)
+    name_deployment_choices(app, settings.regions, settings.pipelines)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RateLimitHeaders)
+    app.add_middleware(UnexpectedErrors)  # the outermost of ours: it also answers for the others
     return app

@@ -4,10 +4,11 @@ keys of ``SMARTSEG_API_KEY_HASHES`` and the managed keys in Redis (``smartseg ke
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from smartseg.shared.api_keys import LIMIT_FIELDS, KeyLimits
 from smartseg.shared.credentials import hash_api_key
 from smartseg.shared.errors import Unauthorized
 from smartseg.shared.keys import Keys
@@ -20,6 +21,7 @@ SETTINGS_KEY_ID_CHARS = 12
 class Caller:
     owner: str  # scopes every job and the usage
     key_id: str  # public: what logs name instead of the key
+    limits: KeyLimits = field(default_factory=KeyLimits)  # a managed key's own; the settings' otherwise
 
 
 class ApiKeys:
@@ -42,7 +44,11 @@ class ApiKeys:
             matched |= hmac.compare_digest(digest, known)
         if matched:
             return Caller(owner=digest[:OWNER_ID_CHARS], key_id=f"settings-{digest[:SETTINGS_KEY_ID_CHARS]}")
-        key_id, owner = await self.client.hmget(self.keys.api_key(digest), ["id", "owner"])
+        # One round trip: who the key is and its own limits.
+        key_id, owner, *limits = await self.client.hmget(
+            self.keys.api_key(digest), ["id", "owner", *LIMIT_FIELDS]
+        )
         if key_id is None or owner is None:
             raise Unauthorized("unknown API key")
-        return Caller(owner=str(owner), key_id=str(key_id))
+        own_limits = KeyLimits.from_hash(dict(zip(LIMIT_FIELDS, limits, strict=True)))
+        return Caller(owner=str(owner), key_id=str(key_id), limits=own_limits)

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from smartseg.api.rate_limits import READS
+from smartseg.api.auth import Caller
+from smartseg.api.rate_limits import READS, STATE_FIELD
 from smartseg.api.services import Services
 
 
@@ -28,17 +29,24 @@ async def require_caller(
     services: ServicesDep,
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-) -> str:
+) -> Caller:
     caller = await services.api_keys.caller(request.headers.get("authorization"))
     request.state.key_id = caller.key_id  # for logs: the key's public id, never the key
+    return caller
+
+
+async def take_token(services: Services, request: Request, caller: Caller, budget: str) -> None:
+    """Spend one of the caller's tokens of ``budget``; the response says what is left (RateLimitHeaders)."""
+    setattr(request.state, STATE_FIELD, await services.rate_limits.take(caller, budget))
+
+
+async def require_owner(
+    services: ServicesDep, request: Request, caller: Annotated[Caller, Depends(require_caller)]
+) -> str:
+    await take_token(services, request, caller, READS)
     return caller.owner
 
 
-async def require_owner(services: ServicesDep, owner: Annotated[str, Depends(require_caller)]) -> str:
-    await services.rate_limits.take(owner, READS)
-    return owner
-
-
 Owner = Annotated[str, Depends(require_owner)]
-# For a submit, which spends its priority's budget once the body says which (SubmitOwner + take()).
-SubmitOwner = Annotated[str, Depends(require_caller)]
+# For a submit, which spends its priority's budget once the body says which (SubmitCaller + take_token()).
+SubmitCaller = Annotated[Caller, Depends(require_caller)]

@@ -37,7 +37,8 @@ ERRORS = {
 RATE_LIMIT_HEADERS = {
     "Retry-After": "Seconds until the request can succeed.",
     "RateLimit-Policy": 'The budget: `"<budget>";q=<burst>;w=<seconds to refill>`.',
-    "RateLimit": 'What is left: `"<budget>";r=<tokens left>;t=<seconds>`.',
+    "RateLimit": 'What is left: `"<budget>";r=<tokens left>;t=<seconds>` (`t`: until the budget is full '
+    "again; on a 429, until the request can succeed).",
 }
 
 
@@ -51,5 +52,20 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+def success(
+    headers: dict[str, dict[str, Any]] | None = None, description: str | None = None
+) -> dict[str, Any]:
+    """The OpenAPI entry for a success of an operation that spends a token: its own ``headers`` and the
+    RateLimit headers of the budget it spent."""
+    entry: dict[str, Any] = {"headers": {**(headers or {}), **BUDGET_HEADERS}}
+    if description:
+        entry["description"] = description
+    return entry
+
+
 def header(description: str) -> dict[str, Any]:
     return {"description": description, "schema": {"type": "string"}}
+
+
+# What every response to a request that spent a token carries (a 429 adds Retry-After).
+BUDGET_HEADERS = {name: header(RATE_LIMIT_HEADERS[name]) for name in ("RateLimit-Policy", "RateLimit")}

@@ -9,15 +9,19 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import redis
 
+from smartseg.shared.api_keys import LIMIT_FIELDS, ApiKey, ApiKeyStore, KeyLimits
 from smartseg.shared.credentials import hash_api_key
-from smartseg.shared.errors import MissingSetting, SmartsegError
+from smartseg.shared.errors import InvalidRequest, MissingSetting, SmartsegError
 from smartseg.shared.settings import Settings
 
 LOCAL_NETWORKS = "127.0.0.0/8"
+DEFAULT_LIMIT = "default"  # `keys update --max-active-jobs default`: back to the setting's value
 
 
 def local_settings(args: argparse.Namespace, api_key: str, allow_loopback_images: bool) -> Settings:
@@ -103,9 +107,35 @@ def command_health(args: argparse.Namespace) -> int:
     return 0
 
 
+def limit_value(name: str, kind: type[float] | type[int]) -> Callable[[str], float | None]:
+    """An argparse type for the key limit ``name``: a number within the setting's bounds, or ``default``."""
+
+    def parse(text: str) -> float | None:
+        if text == DEFAULT_LIMIT:
+            return None
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a {'whole ' if kind is int else ''}number: {text!r}"
+            ) from None
+        try:
+            KeyLimits.check(name, value)
+        except InvalidRequest as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    return parse
+
+
+def shown_limits(key: ApiKey) -> str:
+    """The key's own limits as ``keys create`` takes them (``limits=default`` if it has none)."""
+    own = key.limits.stored().items()
+    return ",".join(f"{name.replace('_', '-')}={value}" for name, value in own) or "limits=default"
+
+
 def command_keys(args: argparse.Namespace) -> int:
-    """``smartseg keys create|list|revoke|rotate`` against the settings' Redis."""
-    from smartseg.shared.api_keys import ApiKeyStore
+    """``smartseg keys create|list|update|revoke|rotate`` against the settings' Redis."""
     from smartseg.shared.keys import Keys
     from smartseg.shared.redis_connection import redis_client
 
@@ -116,16 +146,29 @@ def command_keys(args: argparse.Namespace) -> int:
             if args.keys_command == "list":
                 for key in store.list():
                     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.created_at))
-                    print(f"{key.id}  {key.owner}  {created}  {key.name}")
+                    print(f"{key.id}  {key.owner}  {created}  {shown_limits(key)}  {key.name}")
                 return 0
             if args.keys_command == "revoke":
                 print(f"revoked {store.revoke(args.id).id}")
                 return 0
-            secret, key = store.create(args.name) if args.keys_command == "create" else store.rotate(args.id)
+            # Options left out of `update` are not in args (argparse.SUPPRESS): those limits stay.
+            limits = {name: getattr(args, name) for name in LIMIT_FIELDS if hasattr(args, name)}
+            if args.keys_command == "update":
+                _, key = store.get(args.id)
+                key = store.update(args.id, replace(key.limits, **limits))
+                print(f"updated {key.id}: {shown_limits(key)}")
+                return 0
+            if args.keys_command == "create":
+                secret, key = store.create(args.name, limits=KeyLimits(**limits))
+            else:
+                secret, key = store.rotate(args.id)
     except (SmartsegError, redis.RedisError) as exc:
         print(f"smartseg keys {args.keys_command}: {exc}", file=sys.stderr)
         return 1
-    print(f"{key.id} ({key.name}, owner {key.owner}); the key, shown this once:", file=sys.stderr)
+    print(
+        f"{key.id} ({key.name}, owner {key.owner}, {shown_limits(key)}); the key, shown this once:",
+        file=sys.stderr,
+    )
     print(secret)
     return 0
 
@@ -246,6 +289,22 @@ def add_models_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         sub.add_argument("--dir", help="model dir (default: SMARTSEG_MODEL_DIR, else ./models)")
 
 
+def add_limit_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """``--rate-limit-per-s`` ... : a key's own limits, each in place of its SMARTSEG_ setting."""
+    for name, kind, meaning in (
+        ("rate_limit_per_s", float, "tokens per second of each budget; 0: no rate limit"),
+        ("rate_limit_burst", int, "tokens a budget holds"),
+        ("max_active_jobs", int, "jobs queued or running at once; 0: no cap"),
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=limit_value(name, kind),
+            default=default,
+            metavar="N",
+            help=f"{meaning} (`{DEFAULT_LIMIT}`: SMARTSEG_{name.upper()})",
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smartseg", description="Self-hostable smart segmentation service.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -265,11 +324,15 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("api", help="serve the API (configured by SMARTSEG_* variables)")
     commands.add_parser("worker", help="run one worker for SMARTSEG_REGION")
     commands.add_parser("router", help="move the queued work of dead regions to healthy ones")
-    keys = commands.add_parser("keys", help="API keys: create, list, revoke, rotate (in Redis), hash")
+    keys = commands.add_parser("keys", help="API keys: create, list, update, revoke, rotate (in Redis), hash")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_commands.add_parser("create", help="a new key, printed once; only its hash is stored")
     create.add_argument("--name", required=True, help="what the key is for (shown by `keys list`)")
-    keys_commands.add_parser("list", help="live keys: id, name, owner, created")
+    add_limit_options(create, default=None)
+    keys_commands.add_parser("list", help="live keys: id, owner, created, own limits, name")
+    update = keys_commands.add_parser("update", help="change a key's own limits; the others stay")
+    update.add_argument("id", help="the key's id (key_...)")
+    add_limit_options(update, default=argparse.SUPPRESS)
     for name, help_text in (
         ("revoke", "delete a key: refused from the next request on"),
         ("rotate", "a new key for the same owner, printed once; the old one revoked"),

@@ -121,6 +121,16 @@ class PayloadTooLarge(SmartsegError):
     status = 413
 
 
+def rate_limit_headers(
+    budget: str, *, quota: int, left: int, reset_s: int, window_s: int | None = None
+) -> dict[str, str]:
+    """The IETF ``RateLimit-Policy`` / ``RateLimit`` headers (draft-ietf-httpapi-ratelimit-headers) of
+    ``budget``: its quota (refilled in ``window_s``), what is left of it, and the seconds until ``reset_s``.
+    Sent with every response to a request that spent a token, and with every 429."""
+    policy = f'"{budget}";q={quota}' + (f";w={window_s}" if window_s else "")
+    return {"RateLimit-Policy": policy, "RateLimit": f'"{budget}";r={left};t={reset_s}'}
+
+
 class RateLimited(SmartsegError):
     """Raised when a key has used up a rate budget; ``headers`` say when to try again."""
 
@@ -143,13 +153,10 @@ class RateLimited(SmartsegError):
         window_s: int | None = None,
         details: dict[str, Any] | None = None,
     ) -> RateLimited:
-        """The error for a spent ``budget``, with ``Retry-After`` and the IETF ``RateLimit-Policy`` /
-        ``RateLimit`` headers (draft-ietf-httpapi-ratelimit-headers)."""
-        policy = f'"{budget}";q={quota}' + (f";w={window_s}" if window_s else "")
+        """The error for a spent ``budget``, with ``Retry-After`` and the RateLimit headers."""
         headers = {
             "Retry-After": str(retry_after_s),
-            "RateLimit-Policy": policy,
-            "RateLimit": f'"{budget}";r={left};t={retry_after_s}',
+            **rate_limit_headers(budget, quota=quota, left=left, reset_s=retry_after_s, window_s=window_s),
         }
         return cls(message, headers, details)
 

@@ -238,10 +238,12 @@ class JobStore:
         filename_stem: str,
         idempotency_key_hash: str | None = None,
         request_hash: str | None = None,
+        max_active_jobs: int | None = None,
     ) -> tuple[JobRecord, bool]:
         """Create a queued job in ``region``; returns (job, created). A replayed Idempotency-Key returns
-        the first job instead."""
+        the first job instead. ``max_active_jobs``: the caller's key's own cap (None: the store's)."""
         job_id = new_job_id()
+        cap = self.max_active_jobs if max_active_jobs is None else max_active_jobs
         fields = {
             "id": job_id,
             "owner": owner,
@@ -271,7 +273,7 @@ class JobStore:
                 request_hash or "",
                 int(SEND_GRACE_S * 1000),
                 region,
-                self.max_active_jobs,
+                cap,
                 *_flatten(fields),
             ],
         )
@@ -281,9 +283,9 @@ class JobStore:
             raise TooManyJobs.over(
                 f"{found} jobs queued or running, as many as a key may have; wait for one to end",
                 budget="active-jobs",
-                quota=self.max_active_jobs,
+                quota=cap,
                 retry_after_s=ACTIVE_JOBS_RETRY_S,
-                details={"active_jobs": int(found), "max_active_jobs": self.max_active_jobs},
+                details={"active_jobs": int(found), "max_active_jobs": cap},
             )
         if outcome == "conflict":
             raise IdempotencyConflict(

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from smartseg.shared.jobspec import JobOptions, Priority, RegionPolicy
 
@@ -14,20 +23,29 @@ MAX_PROMPT_CHARS = 300
 MAX_IMAGE_URL_CHARS = 12 * 1024 * 1024
 
 
+# A prompt names something: without a letter or digit ("!!!", an emoji) there is nothing to find. In
+# Python's regex syntax, [^\W_] is exactly str.isalnum(), which has_word() checks; the schema says the same.
+WORD_PATTERN = r"[^\W_]"
+
+
 def has_word(value: str) -> str:
-    """A prompt names something: without a letter or digit ("!!!", an emoji) there is nothing to find."""
+    """The prompt without the spaces around it; ValueError when it has no letter or digit."""
     if not any(character.isalnum() for character in value):
         raise ValueError("a prompt needs at least one letter or digit")
-    return value
+    return value.strip()
 
 
 # Request models are strict: besides refusing "0.3" for a number and true for an integer, strict string
 # validation refuses text with a lone surrogate, which a job record could not hold or send back.
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# Lengths count the prompt as sent, as the schema does; the spaces around it are dropped after.
 Prompt = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROMPT_CHARS),
+    StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS),
     AfterValidator(has_word),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS, "pattern": WORD_PATTERN}
+    ),
 ]
 
 
@@ -42,11 +60,29 @@ class SegmentationOptions(JobOptions):
         default=None, description="Pipeline name; the deployment default if omitted."
     )
 
+    @field_validator("max_masks", mode="before")
+    @classmethod
+    def _integral_number(cls, value: Any) -> Any:
+        """JSON Schema counts 2.0 as an integer, so the API does too; 2.5, "2" and true stay refused."""
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
 
 class SegmentationRequest(BaseModel):
     """Body of ``POST /v1/segmentations``: exactly one of ``prompt`` and ``prompts``."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # The schema says "exactly one of prompt and prompts" as the validator below does: one given (not null).
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+                {"required": ["prompts"], "properties": {"prompts": {"type": "array"}}},
+            ]
+        },
+    )
 
     image_url: str = Field(min_length=1, max_length=MAX_IMAGE_URL_CHARS, description="http(s) or data: URL")
     prompt: Prompt | None = Field(default=None, description="What to segment; at least one letter or digit.")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from smartseg.api.deps import Owner, ServicesDep
-from smartseg.api.responses import error_responses, json_response
+from smartseg.api.responses import error_responses, json_response, success
 from smartseg.shared.keys import BATCH, INTERACTIVE
 from smartseg.shared.regions import RegionState, region_states, seconds_since
 from smartseg.shared.schemas import Region, RegionList
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/regions", tags=["regions"])
     "",
     response_model=RegionList,
     summary="Health, workers and queues of every region",
-    responses=error_responses(401, 429, 503),
+    responses={200: success(), **error_responses(401, 429, 503)},
 )
 async def list_regions(owner: Owner, services: ServicesDep) -> Response:
     states = await run_in_threadpool(

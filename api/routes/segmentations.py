@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from smartseg.api.deps import Owner, ServicesDep, SubmitOwner
+from smartseg.api.deps import Owner, ServicesDep, SubmitCaller, take_token
 from smartseg.api.job_view import job_view
-from smartseg.api.responses import error_responses, header, json_response
+from smartseg.api.responses import error_responses, header, json_response, success
 from smartseg.api.services import Services
-from smartseg.shared.errors import InvalidRequest, UnknownRegion
+from smartseg.shared.errors import UnknownRegion
 from smartseg.shared.fetch import check_image_url, image_filename_stem
 from smartseg.shared.jobspec import JobOptions, JobSpec
 from smartseg.shared.jobstore import DEFAULT_PAGE_SIZE, JobRecord, JobStatus
@@ -90,46 +90,55 @@ WAIT_APPLIED = header("`wait=N`: the response was held up to N s (`Prefer: wait=
     response_model=Job,
     summary="Submit a segmentation job",
     responses={
-        202: {
-            "description": "Accepted: the job as it stands (finished, if it ended within `Prefer: wait`).",
-            "headers": {
+        202: success(
+            {
                 "Location": header("The job's URL."),
                 "Idempotent-Replayed": header("`true` when an Idempotency-Key returned an earlier job."),
                 "Preference-Applied": WAIT_APPLIED,
             },
-        },
+            "Accepted: the job as it stands (finished, if it ended within `Prefer: wait`).",
+        ),
         **error_responses(401, 409, 413, 422, 429, 503),
     },
 )
 async def create_segmentation(
     body: SegmentationRequest,
-    owner: SubmitOwner,
+    caller: SubmitCaller,
     services: ServicesDep,
     request: Request,
     prefer: PreferHeader = None,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY_CHARS,
+            pattern=r"\S",  # HTTP strips spaces around a header value: a blank one arrives empty
+            description=(
+                "A retry with the same key and body returns the first job, for `SMARTSEG_IDEMPOTENCY_TTL_S`."
+            ),
+        ),
+    ] = None,
 ) -> Response:
     # Everything that can refuse the request runs before the job exists: once created, it is answered.
     spec = job_spec(body, services)
-    await services.rate_limits.take(owner, spec.priority)  # batch submits have a budget of their own
+    await take_token(services, request, caller, spec.priority)  # batch submits have a budget of their own
     wait_s = requested_wait(prefer, services.settings.max_wait_s)
     requested = spec.region or services.settings.default_region
     region = await services.placement.place(spec.pipeline, requested, spec.pinned)
     idem_hash = request_hash = None
     if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
-            raise InvalidRequest(f"Idempotency-Key must have 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
         idem_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
         request_hash = spec.fingerprint()
 
     def submit() -> tuple[JobRecord, bool]:
         job, created = services.store.create(
-            owner=owner,
+            owner=caller.owner,
             spec=spec,
             region=region,
             filename_stem=image_filename_stem(spec.image_url),
             idempotency_key_hash=idem_hash,
             request_hash=request_hash,
+            max_active_jobs=caller.limits.max_active_jobs,
         )
         if created:
             _send(services, job)
@@ -158,7 +167,7 @@ def _send(services: Services, job: JobRecord) -> None:
     response_model=Job,
     summary="Read a job (optionally waiting for it to finish)",
     responses={
-        200: {"headers": {"Preference-Applied": WAIT_APPLIED}},
+        200: success({"Preference-Applied": WAIT_APPLIED}),
         **error_responses(401, 404, 422, 429, 503),
     },
 )
@@ -177,7 +186,7 @@ async def get_segmentation(
     "/{job_id}/cancel",
     response_model=Job,
     summary="Cancel a job",
-    responses=error_responses(401, 404, 409, 413, 422, 429, 503),
+    responses={200: success(), **error_responses(401, 404, 409, 413, 422, 429, 503)},
 )
 async def cancel_segmentation(job_id: str, owner: Owner, services: ServicesDep, request: Request) -> Response:
     def cancel() -> JobRecord:
@@ -191,7 +200,7 @@ async def cancel_segmentation(job_id: str, owner: Owner, services: ServicesDep, 
     "",
     response_model=JobList,
     summary="List your jobs, newest first",
-    responses=error_responses(401, 422, 429, 503),
+    responses={200: success(), **error_responses(401, 422, 429, 503)},
 )
 async def list_segmentations(
     owner: Owner,

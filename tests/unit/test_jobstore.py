@@ -325,3 +325,16 @@ def test_an_owner_has_at_most_the_cap_of_queued_and_running_jobs(client: fakered
     store.claim(fourth.id, fourth.token, "w1", 10)
     store.fail(fourth, fourth.token, error={"code": "x"}, metrics={})
     assert [new_job(store)[1] for _ in range(2)] == [True, True]
+
+
+def test_a_key_of_its_own_cap_is_held_to_it_instead_of_the_stores(client: fakeredis.FakeRedis) -> None:
+    store = JobStore(client, Keys("t"), 3600, 600, PRICE, max_active_jobs=2)
+    assert new_job(store, max_active_jobs=1)[1]
+    with pytest.raises(TooManyJobs) as refused:
+        new_job(store, max_active_jobs=1)
+    assert refused.value.details == {"active_jobs": 1, "max_active_jobs": 1}
+    assert refused.value.headers["RateLimit-Policy"] == '"active-jobs";q=1'
+    assert new_job(store)[1]  # the store's cap of 2 still has room
+    assert [new_job(store, max_active_jobs=0)[1] for _ in range(3)] == [True] * 3  # 0: no cap for this key
+    with pytest.raises(TooManyJobs):
+        new_job(store)

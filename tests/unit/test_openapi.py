@@ -11,6 +11,7 @@ from smartseg.api.app import create_app
 from smartseg.shared.settings import Settings
 
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
+RATE_LIMIT = {"RateLimit-Policy", "RateLimit"}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,19 @@ def test_the_headers_the_api_sends_are_documented(spec: dict[str, Any]) -> None:
         "Location",
         "Idempotent-Replayed",
         "Preference-Applied",
+        *RATE_LIMIT,
     }
     assert {parameter["name"] for parameter in submit["parameters"]} == {"prefer", "idempotency-key"}
     read = spec["paths"]["/v1/segmentations/{job_id}"]["get"]
-    assert set(read["responses"]["200"]["headers"]) == {"Preference-Applied"}
+    assert set(read["responses"]["200"]["headers"]) == {"Preference-Applied", *RATE_LIMIT}
+
+
+def test_every_success_and_429_says_what_is_left_of_the_budget(spec: dict[str, Any]) -> None:
+    # Every /v1 operation spends a token, and its answer carries the RateLimit headers whatever the status.
+    for method, path, operation in operations(spec):
+        successes = [status for status in operation["responses"] if status.startswith("2")]
+        assert successes, (method, path)
+        for status in successes:
+            assert set(operation["responses"][status]["headers"]) >= RATE_LIMIT, (method, path, status)
+            assert operation["responses"][status]["content"], (method, path, status)  # the body stays
+        assert set(operation["responses"]["429"]["headers"]) == {"Retry-After", *RATE_LIMIT}, (method, path)
