@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from smartseg.shared.billing import usd
 from smartseg.shared.fetch import is_data_url
-from smartseg.shared.jobstore import MICRO_USD, JobRecord
+from smartseg.shared.jobstore import JobRecord, JobStatus
 from smartseg.shared.schemas import (
     Billing,
+    BillingReason,
     Job,
     JobError,
     JobInput,
@@ -67,7 +69,7 @@ def job_view(job: JobRecord, storage: MaskStorage, presign_ttl_s: int, base_url:
         prompt_results=[PromptResult(**item) for item in job.prompt_results],
         error=JobError(**job.error) if job.error else None,
         metrics=JobMetrics.model_validate(job.metrics),
-        billing=Billing(billed=job.billed_micro_usd > 0, amount_usd=job.billed_micro_usd / MICRO_USD),
+        billing=billing(job),
         created_at=iso_time(job.created_at) or "",
         started_at=iso_time(job.started_at),
         finished_at=iso_time(job.finished_at),
@@ -77,3 +79,14 @@ def job_view(job: JobRecord, storage: MaskStorage, presign_ttl_s: int, base_url:
 
 def _without_key(item: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in item.items() if name != "key"}
+
+
+def billing(job: JobRecord) -> Billing:
+    reason: BillingReason = "pending"
+    if job.status is JobStatus.SUCCEEDED:
+        reason = "succeeded" if job.billed_micro_usd else "no_match"
+    elif job.status is JobStatus.FAILED:
+        reason = "failed"
+    elif job.status is JobStatus.CANCELED:
+        reason = "canceled"
+    return Billing(billed=job.billed_micro_usd > 0, amount_usd=usd(job.billed_micro_usd), reason=reason)

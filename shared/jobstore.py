@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from smartseg.shared.billing import SECONDS_PER_DAY, to_micro_usd
 from smartseg.shared.errors import (
     IdempotencyConflict,
     JobAlreadyFinished,
@@ -26,7 +27,6 @@ from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.scripts import register
 from smartseg.shared.settings import Settings
 
-MICRO_USD = 1_000_000
 # A new job is owed its first message: the API sends it and crosses it off the outbox at once. One still
 # there after this long (the API died in between, or Redis refused the send) is sent by the router.
 SEND_GRACE_S = 5.0
@@ -196,6 +196,8 @@ class JobStore:
         idempotency_ttl_s: int,
         price_micro_usd: int,
         max_active_jobs: int = 0,
+        bill_no_match: bool = False,
+        usage_retention_days: int = 400,
     ) -> None:
         self._redis = client
         self.keys = keys
@@ -203,6 +205,8 @@ class JobStore:
         self.idempotency_ttl_s = idempotency_ttl_s
         self.price_micro_usd = price_micro_usd
         self.max_active_jobs = max_active_jobs  # queued + running per owner; 0: no cap
+        self.bill_no_match = bill_no_match  # whether a run whose every prompt found nothing is billed
+        self.usage_retention_s = usage_retention_days * SECONDS_PER_DAY
         self._create = register(client, "create")
         self._claim = register(client, "claim")
         self._renew = register(client, "renew")
@@ -222,8 +226,10 @@ class JobStore:
             Keys(settings.key_prefix),
             job_ttl_s=settings.job_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
-            price_micro_usd=round(settings.price_usd * MICRO_USD),
+            price_micro_usd=to_micro_usd(settings.price_usd),
             max_active_jobs=settings.max_active_jobs,
+            bill_no_match=settings.bill_no_match,
+            usage_retention_days=settings.usage_retention_days,
         )
 
     def close(self) -> None:
@@ -374,9 +380,12 @@ class JobStore:
         prompt_results: list[dict[str, Any]],
         metrics: dict[str, float],
     ) -> JobStatus | None:
-        """Success, billing and the announcement in one step. None: the token no longer holds the job."""
+        """Success, billing and the announcement in one step. None: the token no longer holds the job. A run
+        whose every prompt found nothing is billed only when ``bill_no_match`` says so."""
         fields = {"outputs": outputs, "prompt_results": prompt_results, "metrics": metrics}
-        return self._end(job, token, JobStatus.SUCCEEDED, fields, self.price_micro_usd)
+        matched = any(result.get("result") == "match" for result in prompt_results)
+        bill = self.price_micro_usd if matched or self.bill_no_match else 0
+        return self._end(job, token, JobStatus.SUCCEEDED, fields, bill)
 
     def fail(
         self, job: JobRecord, token: str, *, error: dict[str, Any], metrics: dict[str, float]
@@ -476,6 +485,18 @@ class JobStore:
         raw = self._redis.hmget(self.keys.usage(owner), ["runs", "micro_usd"])
         return int(raw[0] or 0), int(raw[1] or 0)
 
+    def usage_by_day(self, owner: str, first_day: int, last_day: int) -> list[tuple[int, int, int]]:
+        """(day, billed runs, billed micro-USD) of each UTC day from ``first_day`` to ``last_day`` (days since
+        1970-01-01), zeros included, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        days = range(first_day, last_day + 1)
+        for day in days:
+            pipe.hmget(self.keys.usage_day(owner, day), ["runs", "micro_usd"])
+        return [
+            (day, int(runs or 0), int(micro or 0))
+            for day, (runs, micro) in zip(days, pipe.execute(), strict=True)
+        ]
+
     def _end(
         self, job: JobRecord, token: str, status: JobStatus, fields: dict[str, Any], bill_micro_usd: int
     ) -> JobStatus | None:
@@ -487,7 +508,14 @@ class JobStore:
                 self.keys.running(),
                 self.keys.owner_active(job.owner),
             ],
-            args=[token, status.value, bill_micro_usd, self.keys.finished_channel(job.id), *_flatten(fields)],
+            args=[
+                token,
+                status.value,
+                bill_micro_usd,
+                self.keys.finished_channel(job.id),
+                self.usage_retention_s,
+                *_flatten(fields),
+            ],
         )
         return None if result == "refused" else JobStatus(result)
 

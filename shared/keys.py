@@ -58,6 +58,11 @@ class Keys:
         """Hash of an owner's billed runs and amount (micro-USD)."""
         return f"{self.prefix}:usage:{owner}"
 
+    def usage_day(self, owner: str, day: int) -> str:
+        """Hash of an owner's billed runs and amount on one UTC day (days since 1970-01-01). finish.lua
+        makes the same name from ``usage(owner)``, since only the Redis clock knows the day."""
+        return f"{self.usage(owner)}:day:{day}"
+
     def api_key(self, key_hash: str) -> str:
         """Hash describing a managed API key (id, name, owner, created_at), found by the key's SHA-256."""
         return f"{self.prefix}:apikey:{key_hash}"

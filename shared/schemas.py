@@ -153,10 +153,48 @@ class JobMetrics(BaseModel):
     )
 
 
+# An exact decimal amount, as a string: "0.12", "12.5", "0". JSON numbers are floats to most clients.
+AMOUNT = Field(pattern=r"^[0-9]+(\.[0-9]+)?$", examples=["0.12"], description="US dollars, exact.")
+
+
+BillingReason = Literal["pending", "succeeded", "no_match", "failed", "canceled"]
+
+
 class Billing(BaseModel):
     billed: bool
-    amount_usd: float
+    amount_usd: str = AMOUNT
     currency: Literal["USD"] = "USD"
+    reason: BillingReason = Field(
+        description=(
+            "succeeded: billed; no_match: it succeeded but no prompt found anything, which is not billed "
+            "unless SMARTSEG_BILL_NO_MATCH is set; failed and canceled jobs are never billed; pending: not "
+            "ended yet."
+        )
+    )
+
+
+class UsageDay(BaseModel):
+    date: str = Field(description="A UTC day, YYYY-MM-DD.")
+    runs: int = Field(description="Billed runs that ended that day.")
+    amount_usd: str = AMOUNT
+
+
+class Usage(BaseModel):
+    """The calling key's billed runs (every key of its owner) over a span of UTC days."""
+
+    model_config = ConfigDict(serialize_by_alias=True)  # "from" and "to" are Python keywords
+
+    from_date: str = Field(alias="from", description="First UTC day, YYYY-MM-DD.")
+    to_date: str = Field(alias="to", description="Last UTC day, YYYY-MM-DD, included.")
+    runs: int
+    amount_usd: str = AMOUNT
+    currency: Literal["USD"] = "USD"
+    days: list[UsageDay] | None = Field(
+        description=(
+            "Day by day (group_by=day), for the days of the span that can hold figures: none after today, "
+            "none older than SMARTSEG_USAGE_RETENTION_DAYS; null without group_by=day."
+        )
+    )
 
 
 class JobInput(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -44,7 +45,11 @@ class Settings(BaseSettings):
     api_key_hashes: CommaList = []
     pipelines: CommaList = ["lite"]
     default_pipeline: str = "lite"
-    price_usd: float = 0.12
+    # US dollars per billed run, exact to the micro-dollar (a Decimal: "0.12" is 0.12, not a float near it).
+    price_usd: Decimal = Field(default=Decimal("0.12"), ge=0, decimal_places=6)
+    # Whether a run that found nothing (every prompt no_match) is billed: by default you pay for masks.
+    bill_no_match: bool = False
+    usage_retention_days: int = Field(default=400, ge=1)  # how long a day's usage figures are kept
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
     lease_s: float = Field(default=30.0, gt=1)

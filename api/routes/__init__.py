@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter
 
-from smartseg.api.routes import health, regions, segmentations
+from smartseg.api.routes import health, regions, segmentations, usage
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(segmentations.router)
 api_router.include_router(regions.router)
+api_router.include_router(usage.router)

@@ -63,7 +63,7 @@ def running_stack(
             "fetch_allowed_networks": ["127.0.0.0/8"],
             "fetch_allowed_ports": ["*"],
             "api_port": 0,
-            "price_usd": 0.37,
+            "price_usd": "0.37",
         }
     )
     stack = Stack(settings, Path(tmp_path_factory.mktemp("stack")), worker_regions=SERVED_REGIONS).start()

@@ -51,7 +51,12 @@ def test_submit_poll_and_download_mask(running_stack: RunningStack, scene: Scene
     assert job["status"] == "succeeded", job
     assert job["result"] == "match"
     price = running_stack.stack.settings.price_usd  # not the default: a hard-coded price would show
-    assert job["billing"] == {"billed": True, "amount_usd": price, "currency": "USD"}
+    assert job["billing"] == {
+        "billed": True,
+        "amount_usd": str(price),
+        "currency": "USD",
+        "reason": "succeeded",
+    }
     assert set(job["metrics"]) >= {"queue_s", "fetch_s", "inference_s", "upload_s", "total_s"}
     output = job["outputs"][0]
     assert output["filename"] == "scene7.mask-0.png"
@@ -120,6 +125,16 @@ def test_no_match_is_a_success_without_masks(running_stack: RunningStack, scene_
     assert job["prompt_results"][0] == {"prompt": "shoe", "result": "no_match", "masks": 0}
     assert job["prompt_results"][1]["result"] == "match"
     assert all(output["prompt"] == "largest shape" for output in job["outputs"])
+    assert job["billing"]["billed"]  # one prompt found something: the run is billed
+
+
+def test_a_run_that_found_nothing_is_not_billed(running_stack: RunningStack, scene_url: str) -> None:
+    with running_stack.client() as client:
+        job = client.wait(
+            client.create({"image_url": scene_url, "prompts": ["shoe", "mug handle"]})["id"], WAIT_S
+        )
+    assert job["status"] == "succeeded" and job["result"] == "no_match" and job["outputs"] == []
+    assert job["billing"] == {"billed": False, "amount_usd": "0", "currency": "USD", "reason": "no_match"}
 
 
 def test_data_url_image_in_other_region(running_stack: RunningStack, scene: Scene) -> None:

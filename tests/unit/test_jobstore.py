@@ -15,6 +15,8 @@ from smartseg.shared.jobstore import CancelResult, ClaimResult, JobStatus, JobSt
 from smartseg.shared.keys import Keys
 
 PRICE = 120_000
+MATCHED = [{"prompt": "red circle", "result": "match", "masks": 1}]
+NOTHING_FOUND = [{"prompt": "red circle", "result": "no_match", "masks": 0}]
 
 
 SPEC = JobSpec(image_url="https://example.com/a.png", prompts=("red",), pipeline="lite")
@@ -68,7 +70,7 @@ def test_success_bills_exactly_once(store: JobStore) -> None:
     job, _ = new_job(store)
     store.claim(job.id, job.token, "w1", 10)
     outcome = store.succeed(
-        job, job.token, outputs=[{"key": "k"}], prompt_results=[], metrics={"total_s": 1.0}
+        job, job.token, outputs=[{"key": "k"}], prompt_results=MATCHED, metrics={"total_s": 1.0}
     )
     assert outcome is JobStatus.SUCCEEDED
     # The same run writing again (its reply was lost to a Redis restart) learns how the job ended, and
@@ -82,6 +84,39 @@ def test_success_bills_exactly_once(store: JobStore) -> None:
     assert done.outputs == [{"key": "k"}]
     assert done.billed_micro_usd == PRICE
     assert store.usage("alice") == (1, PRICE)
+
+
+@pytest.mark.parametrize(("bill_no_match", "billed"), [(False, 0), (True, PRICE)])
+def test_a_run_that_found_nothing_is_billed_only_where_the_setting_says(
+    client: fakeredis.FakeRedis, bill_no_match: bool, billed: int
+) -> None:
+    store = JobStore(client, Keys("t"), 3600, 600, PRICE, bill_no_match=bill_no_match)
+    job, _ = new_job(store)
+    store.claim(job.id, job.token, "w1", 10)
+    assert (
+        store.succeed(job, job.token, outputs=[], prompt_results=NOTHING_FOUND, metrics={})
+        is JobStatus.SUCCEEDED
+    )
+    assert store.get(job.id).billed_micro_usd == billed
+    assert store.usage("alice") == (1 if billed else 0, billed)
+
+
+def test_billed_runs_are_counted_by_utc_day_on_the_redis_clock(
+    store: JobStore, client: fakeredis.FakeRedis
+) -> None:
+    for _ in range(2):
+        job, _ = new_job(store)
+        store.claim(job.id, job.token, "w1", 10)
+        store.succeed(job, job.token, outputs=[], prompt_results=MATCHED, metrics={})
+    seconds, _ = client.time()
+    today = seconds // 86_400
+    assert store.usage_by_day("alice", today - 1, today + 1) == [
+        (today - 1, 0, 0),
+        (today, 2, 2 * PRICE),
+        (today + 1, 0, 0),
+    ]
+    assert 0 < client.ttl(store.keys.usage_day("alice", today)) <= 400 * 86_400
+    assert store.usage_by_day("bob", today, today) == [(today, 0, 0)]
 
 
 def test_failure_is_not_billed(store: JobStore) -> None:
@@ -192,7 +227,10 @@ def test_a_run_whose_lease_expired_is_requeued_with_a_new_token(store: JobStore)
     assert store.renew_lease(job.id, job.token, 10) is LeaseState.LOST
     assert store.succeed(job, job.token, outputs=[], prompt_results=[], metrics={}) is None
     assert store.claim(job.id, again.token, "w2", 10) is ClaimResult.CLAIMED
-    assert store.succeed(again, again.token, outputs=[], prompt_results=[], metrics={}) is JobStatus.SUCCEEDED
+    assert (
+        store.succeed(again, again.token, outputs=[], prompt_results=MATCHED, metrics={})
+        is JobStatus.SUCCEEDED
+    )
     assert store.usage("alice") == (1, PRICE)
     store.message_sent(job.id)
     assert store.owed_messages() == []
