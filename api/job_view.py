@@ -11,6 +11,8 @@ from smartseg.shared.jobstore import JobRecord, JobStatus
 from smartseg.shared.schemas import (
     Billing,
     BillingReason,
+    DeliveryAttempt,
+    DeliveryView,
     Job,
     JobError,
     JobInput,
@@ -22,6 +24,7 @@ from smartseg.shared.schemas import (
     SegmentationOptions,
 )
 from smartseg.shared.storage import MaskStorage
+from smartseg.shared.webhooks import Delivery
 
 DATA_URL_PREVIEW_CHARS = 64
 
@@ -59,6 +62,8 @@ def job_view(job: JobRecord, storage: MaskStorage, presign_ttl_s: int, base_url:
             region=spec.region,
             region_policy=spec.region_policy,
             options=SegmentationOptions(**spec.options.model_dump(), pipeline=spec.pipeline),
+            webhook_url=spec.webhook.url if spec.webhook else None,
+            webhook_events=list(spec.webhook.events) if spec.webhook else None,
         ),
         region=job.region,
         attempts=job.attempt,
@@ -90,3 +95,17 @@ def billing(job: JobRecord) -> Billing:
     elif job.status is JobStatus.CANCELED:
         reason = "canceled"
     return Billing(billed=job.billed_micro_usd > 0, amount_usd=usd(job.billed_micro_usd), reason=reason)
+
+
+def delivery_view(delivery: Delivery) -> DeliveryView:
+    return DeliveryView(
+        id=delivery.id,
+        event=delivery.event,
+        status=delivery.status,  # type: ignore[arg-type]
+        attempts=[
+            DeliveryAttempt(**{**attempt, "at": iso_time(attempt["at"]) or ""})
+            for attempt in delivery.attempts
+        ],
+        next_attempt_at=iso_time(delivery.next_attempt_at),
+        created_at=iso_time(delivery.created_at) or "",
+    )

@@ -20,6 +20,7 @@ from smartseg.shared.outbox import Outbox
 from smartseg.shared.redis_connection import async_redis_client, redis_client
 from smartseg.shared.settings import Settings
 from smartseg.shared.storage import MaskStorage
+from smartseg.shared.webhooks import WebhookStore
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Services:
     redis_async: aioredis.Redis
     placement: Placement
     rate_limits: RateLimiter
+    webhooks: WebhookStore
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -56,6 +58,7 @@ class Services:
             redis_async=client_async,
             placement=Placement(client_async, keys, settings.regions, settings.pipelines),
             rate_limits=RateLimiter(client_async, keys, settings.rate_limit_per_s, settings.rate_limit_burst),
+            webhooks=WebhookStore(client, keys),
         )
 
     async def close(self) -> None:

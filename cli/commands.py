@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("api", help="serve the API (configured by SMARTSEG_* variables)")
     commands.add_parser("worker", help="run one worker for SMARTSEG_REGION")
     commands.add_parser("router", help="move the queued work of dead regions to healthy ones")
+    commands.add_parser("deliverer", help="send the queued webhook deliveries, signed, with retries")
     keys = commands.add_parser("keys", help="API keys: create, list, update, revoke, rotate (in Redis), hash")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_commands.add_parser("create", help="a new key, printed once; only its hash is stored")
@@ -353,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         return command_exec(f"smartseg.{args.command}")
     if args.command == "router":
         return command_exec("smartseg.worker.router")
+    if args.command == "deliverer":
+        return command_exec("smartseg.api.deliverer")
     if args.command == "models":
         return command_models(args)
     if args.command == "health":

@@ -189,6 +189,7 @@ class Stack:
     s3: EmbeddedS3 | None = None
     api: subprocess.Popen[bytes] | None = None
     router: subprocess.Popen[bytes] | None = None
+    deliverer: subprocess.Popen[bytes] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -201,6 +202,7 @@ class Stack:
             self._start_backing_services()
             self.start_api()
             self.start_router()
+            self.start_deliverer()
             for region in self.worker_regions or self.settings.regions:
                 self.start_worker(region)
             self.wait_for_workers()
@@ -236,6 +238,11 @@ class Stack:
     def start_router(self) -> None:
         env = child_environment(self.settings)
         self.router = self._spawn("router", [sys.executable, "-m", "smartseg.worker.router"], env)
+        self._record_pids()
+
+    def start_deliverer(self) -> None:
+        env = child_environment(self.settings)
+        self.deliverer = self._spawn("deliverer", [sys.executable, "-m", "smartseg.api.deliverer"], env)
         self._record_pids()
 
     def start_worker(self, region: str) -> subprocess.Popen[bytes]:
@@ -286,6 +293,8 @@ class Stack:
             pids["api"] = self.api.pid
         if self.router is not None:
             pids["router"] = self.router.pid
+        if self.deliverer is not None:
+            pids["deliverer"] = self.deliverer.pid
         if self.s3 is not None and self.s3.process is not None:
             pids["s3"] = self.s3.process.pid
         if self.redis is not None and self.redis.pid is not None:
@@ -296,7 +305,8 @@ class Stack:
         (self.run_dir / "pids.json").write_text(json.dumps(self.processes(), indent=2))
 
     def stop(self) -> None:
-        stop_processes([*self.workers.values(), *(process for process in (self.api, self.router) if process)])
+        services = (self.api, self.router, self.deliverer)
+        stop_processes([*self.workers.values(), *(process for process in services if process)])
         if self.s3 is not None:
             self.s3.stop()
         if self.redis is not None:

@@ -173,6 +173,12 @@ class UnknownRegion(InvalidRequest):
     code = "unknown_region"
 
 
+class WebhookURLForbidden(InvalidRequest):
+    """Raised when a webhook URL is not http(s) or names an address or port that may not be reached."""
+
+    code = "webhook_url_forbidden"
+
+
 class UnknownPipeline(InvalidRequest):
     """Raised when a request names a pipeline no worker of the deployment serves."""
 

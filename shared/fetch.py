@@ -145,6 +145,13 @@ def check_image_url(url: str, limits: FetchLimits) -> None:
         _refuse_special(host, [literal], _parse_networks(limits.allowed_networks))
 
 
+def check_webhook_url(url: str, limits: FetchLimits) -> None:
+    """A webhook endpoint follows the image URL rules, and must be http(s): ImageURLForbidden if not."""
+    if is_data_url(url):
+        raise ImageURLForbidden("A webhook URL must be http(s).")
+    check_image_url(url, limits)
+
+
 def image_filename_stem(url: str) -> str:
     """Return a safe file name stem for an image URL: ``https://x/y/photo.jpg?x=1`` -> ``photo``.
 
@@ -285,6 +292,41 @@ class ImageFetcher:
 
 
 # --- URL and address validation ------------------------------------------------------------------
+
+
+class GuardedPoster:
+    """POSTs under the image fetcher's address guard: webhook deliveries. The URL's host is resolved,
+    checked against the same networks and ports, and pinned for the connection; a redirect is not
+    followed (its status is the answer). Raises ImageURLForbidden or ImageFetchFailed, whose messages
+    say what went wrong."""
+
+    def __init__(
+        self,
+        limits: FetchLimits,
+        transport: httpx.BaseTransport | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self._guard = ImageFetcher(limits, transport, resolver)
+
+    def post(self, url: str, content: bytes, headers: dict[str, str], timeout_s: float) -> int:
+        """The status code the endpoint answered with, within ``timeout_s`` for the whole exchange."""
+        deadline = time.monotonic() + timeout_s
+        parsed = _parse_http_url(url, self._guard._limits.allowed_ports)
+        host = _host_of(parsed)
+        pins = {host: self._guard._validated_addresses(host, parsed.port or DEFAULT_PORTS[parsed.scheme])}
+        transport_context: contextlib.AbstractContextManager[httpx.BaseTransport] = (
+            contextlib.nullcontext(self._guard._transport)
+            if self._guard._transport is not None
+            else _PinnedTransport(pins, deadline, self._guard._ssl_context)
+        )
+        timeouts = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
+        request = httpx.Request(
+            "POST", parsed, headers=headers, content=content, extensions={"timeout": timeouts}
+        )
+        with transport_context as transport, _network_errors(parsed.host):
+            response = transport.handle_request(request)
+            response.close()  # the answer's body is not read: a receiver owes us only its status
+        return response.status_code
 
 
 def is_data_url(url: str) -> bool:

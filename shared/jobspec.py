@@ -15,6 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field
 OutputFormat = Literal["png", "rle", "polygon", "cutout"]
 Priority = Literal["interactive", "batch"]
 RegionPolicy = Literal["prefer", "require"]
+WebhookEvent = Literal["started", "completed"]
+
+
+class WebhookTarget(BaseModel):
+    """Where a job's events are delivered, and which: ``completed`` when it ends (succeeded, failed or
+    canceled), ``started`` when a worker claims it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    events: tuple[WebhookEvent, ...] = ("completed",)
 
 
 class JobOptions(BaseModel):
@@ -46,6 +57,7 @@ class JobSpec(BaseModel):
     region: str | None = Field(default=None, description="The region asked for (None: the default).")
     region_policy: RegionPolicy = "prefer"
     priority: Priority = "interactive"
+    webhook: WebhookTarget | None = None  # the request's, else the owner's default endpoint
 
     @property
     def pinned(self) -> bool:
@@ -57,6 +69,8 @@ class JobSpec(BaseModel):
         (the request as stored before specs), so a key replayed across an upgrade still matches."""
         options = {**self.options.model_dump(), "pipeline": self.pipeline}
         request = {**self.model_dump(exclude={"pipeline", "options"}), "prompts": list(self.prompts)}
+        if self.webhook is None:
+            del request["webhook"]  # a job without one hashes as it did before webhooks
         return hashlib.sha256(
             json.dumps({**request, "options": options}, sort_keys=True).encode()
         ).hexdigest()

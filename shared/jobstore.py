@@ -259,6 +259,8 @@ class JobStore:
             "token": new_token(),
             "attempt": 1,
             "filename_stem": filename_stem,
+            # What the state-changing scripts queue deliveries for (lua/include/webhook.lua).
+            "webhook_events": ",".join(spec.webhook.events) if spec.webhook else "",
         }
         keys = [
             self.keys.job(job_id),

@@ -63,6 +63,34 @@ class Keys:
         makes the same name from ``usage(owner)``, since only the Redis clock knows the day."""
         return f"{self.usage(owner)}:day:{day}"
 
+    def delivery(self, delivery_id: str) -> str:
+        """Hash: one webhook delivery (its job, event, status, failures); webhook.lua makes the same name."""
+        return f"{self.prefix}:delivery:{delivery_id}"
+
+    def delivery_attempts(self, delivery_id: str) -> str:
+        """List of a delivery's attempts (JSON: time, status code, latency, error), newest last."""
+        return f"{self.delivery(delivery_id)}:attempts"
+
+    def deliveries_due(self) -> str:
+        """Sorted set of delivery ids, scored by when (ms) each is due; webhook.lua makes the same name."""
+        return f"{self.prefix}:deliveries:due"
+
+    def job_deliveries(self, job_id: str) -> str:
+        """List of a job's delivery ids, in the order they were queued; webhook.lua makes the same name."""
+        return f"{self.job(job_id)}:deliveries"
+
+    def webhook_default(self, owner: str) -> str:
+        """Hash: an owner's default webhook endpoint (url, events), used by jobs that name none."""
+        return f"{self.prefix}:webhook-default:{owner}"
+
+    def webhook_secrets(self, owner: str) -> str:
+        """Hash: an owner's signing secrets (current; previous and until when it still signs)."""
+        return f"{self.prefix}:webhook-secrets:{owner}"
+
+    def webhook_gone(self, owner: str, url_hash: str) -> str:
+        """String: an endpoint of the owner's that answered 410 Gone; nothing more is sent to it."""
+        return f"{self.prefix}:webhook-gone:{owner}:{url_hash}"
+
     def api_key(self, key_hash: str) -> str:
         """Hash describing a managed API key (id, name, owner, created_at), found by the key's SHA-256."""
         return f"{self.prefix}:apikey:{key_hash}"

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -15,12 +16,25 @@ from pydantic import (
     model_validator,
 )
 
-from smartseg.shared.jobspec import JobOptions, Priority, RegionPolicy
+from smartseg.shared.jobspec import JobOptions, Priority, RegionPolicy, WebhookEvent
 
 MAX_PROMPTS = 16
 MAX_PROMPT_CHARS = 300
 # data: URLs travel inside the job record; bigger images should be served over http(s).
 MAX_IMAGE_URL_CHARS = 12 * 1024 * 1024
+MAX_WEBHOOK_URL_CHARS = 2048
+WEBHOOK_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://"  # schemes match in any case, as everywhere
+
+
+def integral(value: Any) -> Any:
+    """JSON Schema counts 2.0 as an integer, so the API does too; 2.5, "2" and true stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Every integer a request may carry: strict, but 2.0 is 2 (see integral).
+JsonInt = Annotated[int, BeforeValidator(integral)]
 
 
 # A prompt names something: without a letter or digit ("!!!", an emoji) there is nothing to find. In
@@ -60,13 +74,7 @@ class SegmentationOptions(JobOptions):
         default=None, description="Pipeline name; the deployment default if omitted."
     )
 
-    @field_validator("max_masks", mode="before")
-    @classmethod
-    def _integral_number(cls, value: Any) -> Any:
-        """JSON Schema counts 2.0 as an integer, so the API does too; 2.5, "2" and true stay refused."""
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return value
+    _integral_max_masks = field_validator("max_masks", mode="before")(integral)
 
 
 class SegmentationRequest(BaseModel):
@@ -97,6 +105,24 @@ class SegmentationRequest(BaseModel):
     )
     priority: Priority = "interactive"
     options: SegmentationOptions = Field(default_factory=SegmentationOptions)
+    webhook_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_WEBHOOK_URL_CHARS,
+        pattern=WEBHOOK_URL_PATTERN,
+        description=(
+            "http(s) endpoint for this job's events, signed the Standard Webhooks way; the same address "
+            "rules as image URLs. Without it, the key's default endpoint (PUT /v1/webhooks/default) if any."
+        ),
+    )
+    webhook_events: list[WebhookEvent] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2,
+        description=(
+            "started: a worker took the job; completed: it ended. Default: the endpoint's, or completed."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_kind_of_prompt(self) -> SegmentationRequest:
@@ -204,6 +230,8 @@ class JobInput(BaseModel):
     region: str | None
     region_policy: RegionPolicy = "prefer"
     options: SegmentationOptions
+    webhook_url: str | None = None
+    webhook_events: list[WebhookEvent] | None = None
 
 
 class RegionEvent(BaseModel):
@@ -265,3 +293,49 @@ class Region(BaseModel):
 class RegionList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Region]
+
+
+class WebhookEndpoint(BaseModel):
+    """A key's default webhook endpoint: jobs that name no ``webhook_url`` report here."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: str = Field(min_length=1, max_length=MAX_WEBHOOK_URL_CHARS, pattern=WEBHOOK_URL_PATTERN)
+    events: list[WebhookEvent] = Field(default=["completed"], min_length=1, max_length=2)
+
+
+class WebhookSecret(BaseModel):
+    secret: str = Field(description="whsec_...: verifies the webhook-signature of your deliveries.")
+    previous_valid_until: str | None = Field(
+        default=None,
+        description="After a rotation, until when deliveries also carry the old secret's signature.",
+    )
+
+
+class SecretRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    overlap_s: JsonInt = Field(
+        default=86_400, ge=0, le=7 * 86_400, description="How long the old secret keeps signing too."
+    )
+
+
+class DeliveryAttempt(BaseModel):
+    at: str
+    status_code: int | None = Field(description="What the endpoint answered; null if it never did.")
+    latency_ms: float | None
+    error: str | None = Field(description="Why there was no answer (timed out, refused address...).")
+
+
+class DeliveryView(BaseModel):
+    id: str = Field(description="The webhook-id: the same on every attempt of this event.")
+    event: WebhookEvent
+    status: Literal["pending", "delivered", "failed", "gone"]
+    attempts: list[DeliveryAttempt]
+    next_attempt_at: str | None
+    created_at: str
+
+
+class DeliveryList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DeliveryView]

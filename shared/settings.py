@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     # Whether a run that found nothing (every prompt no_match) is billed: by default you pay for masks.
     bill_no_match: bool = False
     usage_retention_days: int = Field(default=400, ge=1)  # how long a day's usage figures are kept
+
+    # Webhooks: delivered by `smartseg deliverer` (python -m smartseg.api.deliverer), never by a worker.
+    # Seconds to wait after each failed attempt (jittered by a fifth either way); the default adds up to
+    # about a day, as Standard Webhooks senders do. Then the delivery is `failed` (redeliver to retry).
+    webhook_retry_schedule_s: CommaList = ["5", "300", "1800", "7200", "18000", "36000", "36000"]
+    webhook_timeout_s: float = Field(default=10.0, gt=0)  # connect + send + answer, per attempt
+    webhook_max_in_flight: int = Field(default=16, ge=1, le=256)  # deliveries sent at once
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
     lease_s: float = Field(default=30.0, gt=1)
@@ -98,12 +105,21 @@ class Settings(BaseSettings):
         "pipelines",
         "fetch_allowed_networks",
         "fetch_allowed_ports",
+        "webhook_retry_schedule_s",
         mode="before",
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _delays(cls, value: list[str]) -> list[str]:
+        for delay in value:
+            if not (delay.replace(".", "", 1).isdigit() and delay.isascii() and float(delay) >= 0):
+                raise ValueError(f"not a delay in seconds: {delay!r}")
         return value
 
     @field_validator("fetch_allowed_ports")

@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from smartseg.api.routes import health, regions, segmentations, usage
+from smartseg.api.routes import health, regions, segmentations, usage, webhooks
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(segmentations.router)
 api_router.include_router(regions.router)
 api_router.include_router(usage.router)
+api_router.include_router(webhooks.router)

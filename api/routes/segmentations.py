@@ -11,14 +11,15 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from smartseg.api.deps import Owner, ServicesDep, SubmitCaller, take_token
-from smartseg.api.job_view import job_view
+from smartseg.api.job_view import delivery_view, job_view
 from smartseg.api.responses import error_responses, header, json_response, success
 from smartseg.api.services import Services
-from smartseg.shared.errors import UnknownRegion
-from smartseg.shared.fetch import check_image_url, image_filename_stem
-from smartseg.shared.jobspec import JobOptions, JobSpec
+from smartseg.shared.errors import ImageURLForbidden, UnknownRegion, WebhookURLForbidden
+from smartseg.shared.fetch import check_image_url, check_webhook_url, image_filename_stem
+from smartseg.shared.jobspec import JobOptions, JobSpec, WebhookTarget
 from smartseg.shared.jobstore import DEFAULT_PAGE_SIZE, JobRecord, JobStatus
-from smartseg.shared.schemas import Job, JobList, SegmentationRequest
+from smartseg.shared.schemas import DeliveryList, DeliveryView, Job, JobList, SegmentationRequest
+from smartseg.shared.webhooks import target_from_hash
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/segmentations", tags=["segmentations"])
@@ -64,13 +65,17 @@ async def render(
     return json_response(job_view(job, services.storage, ttl_s, root), status_code, headers)
 
 
-def job_spec(body: SegmentationRequest, services: Services) -> JobSpec:
-    """The job this request asks for, checked against the deployment and with its defaults resolved."""
+def job_spec(
+    body: SegmentationRequest, services: Services, default_webhook: WebhookTarget | None = None
+) -> JobSpec:
+    """The job this request asks for, checked against the deployment and with its defaults resolved:
+    ``default_webhook`` is the owner's endpoint, for a request that names none."""
     settings = services.settings
     if body.region is not None and body.region not in settings.regions:
         raise UnknownRegion(f"unknown region {body.region!r}", {"regions": settings.regions})
     check_image_url(body.image_url, services.fetch_limits)
     return JobSpec(
+        webhook=webhook_target(body, default_webhook, services),
         image_url=body.image_url,
         prompts=tuple(body.prompt_list()),
         pipeline=body.options.pipeline or settings.default_pipeline,
@@ -79,6 +84,21 @@ def job_spec(body: SegmentationRequest, services: Services) -> JobSpec:
         region_policy=body.region_policy,
         priority=body.priority,
     )
+
+
+def webhook_target(
+    body: SegmentationRequest, default: WebhookTarget | None, services: Services
+) -> WebhookTarget | None:
+    """The request's endpoint, else the owner's default one; the request's events, else the endpoint's."""
+    if body.webhook_url is None and default is None:
+        return None
+    url = body.webhook_url or (default.url if default else "")
+    events = default.events if default and body.webhook_url is None else ("completed",)
+    try:
+        check_webhook_url(url, services.fetch_limits)
+    except ImageURLForbidden as exc:
+        raise WebhookURLForbidden(exc.message.replace("image", "webhook"), exc.details) from exc
+    return WebhookTarget(url=url, events=tuple(dict.fromkeys(body.webhook_events or events)))
 
 
 WAIT_APPLIED = header("`wait=N`: the response was held up to N s (`Prefer: wait=N`, capped).")
@@ -120,7 +140,12 @@ async def create_segmentation(
     ] = None,
 ) -> Response:
     # Everything that can refuse the request runs before the job exists: once created, it is answered.
-    spec = job_spec(body, services)
+    default_webhook = None
+    if body.webhook_url is None:
+        default_webhook = target_from_hash(
+            await services.redis_async.hgetall(services.store.keys.webhook_default(caller.owner))
+        )
+    spec = job_spec(body, services, default_webhook)
     await take_token(services, request, caller, spec.priority)  # batch submits have a budget of their own
     wait_s = requested_wait(prefer, services.settings.max_wait_s)
     requested = spec.region or services.settings.default_region
@@ -219,3 +244,28 @@ async def list_segmentations(
         return JobList(data=jobs, next_cursor=found.next_cursor)
 
     return json_response(await run_in_threadpool(page))
+
+
+@router.get(
+    "/{job_id}/deliveries",
+    response_model=DeliveryList,
+    summary="The job's webhook deliveries, with every attempt",
+    responses={200: success(), **error_responses(401, 404, 422, 429, 503)},
+)
+async def list_deliveries(job_id: str, owner: Owner, services: ServicesDep) -> Response:
+    await services.reader.get_for_owner(owner, job_id)  # another owner's job is no job at all
+    deliveries = await run_in_threadpool(services.webhooks.of_job, job_id)
+    return json_response(DeliveryList(data=[delivery_view(delivery) for delivery in deliveries]))
+
+
+@router.post(
+    "/{job_id}/deliveries/{delivery_id}/redeliver",
+    status_code=202,
+    response_model=DeliveryView,
+    summary="Send a delivery again now (same webhook-id), with a fresh retry schedule",
+    responses={202: success(), **error_responses(401, 404, 413, 422, 429, 503)},
+)
+async def redeliver(job_id: str, delivery_id: str, owner: Owner, services: ServicesDep) -> Response:
+    await services.reader.get_for_owner(owner, job_id)
+    delivery = await run_in_threadpool(services.webhooks.redeliver, job_id, delivery_id)
+    return json_response(delivery_view(delivery), status_code=202)

@@ -6,6 +6,7 @@
 --          | {'moved', region} (call again with that region's queued index)
 --- @include "clock.lua"
 --- @include "history.lua"
+--- @include "webhook.lua"
 local job_key, lease, running, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local token, worker, lease_ms, claiming_region, expected_region =
   ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -21,4 +22,6 @@ if claiming_region ~= '' then redis.call('HSET', job_key, 'region', claiming_reg
 record_history(job_key, 'started', redis.call('HGET', job_key, 'region'))
 redis.call('SET', lease, token, 'PX', lease_ms)
 redis.call('ZADD', running, clock_ms() + lease_ms, job_key)
+local attempt = redis.call('HGET', job_key, 'attempt')
+queue_webhook(job_key, 'started', redis.call('HGET', job_key, 'id') .. '.started.' .. attempt)
 return {'claimed', redis.call('HGETALL', job_key)}

@@ -7,6 +7,7 @@
 -- 1970-01-01>, a key made here from KEYS[3] because the day is only known on the Redis clock.
 -- Returns: the status it ended in | 'refused' (the token no longer holds the job)
 --- @include "clock.lua"
+--- @include "webhook.lua"
 local job_key, lease, usage, running, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local token, status, bill, finished_channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local day_ttl_s = tonumber(ARGV[5])
@@ -40,5 +41,6 @@ end
 redis.call('DEL', lease)
 redis.call('ZREM', running, job_key)
 redis.call('ZREM', active, job_key)
+queue_webhook(job_key, 'completed', redis.call('HGET', job_key, 'id') .. '.completed')
 redis.call('PUBLISH', finished_channel, status)
 return status

@@ -64,6 +64,9 @@ def running_stack(
             "fetch_allowed_ports": ["*"],
             "api_port": 0,
             "price_usd": "0.37",
+            # Webhook retries in a fraction of a second, not a day.
+            "webhook_retry_schedule_s": ["0.2", "0.2", "0.2"],
+            "webhook_timeout_s": 1.0,
         }
     )
     stack = Stack(settings, Path(tmp_path_factory.mktemp("stack")), worker_regions=SERVED_REGIONS).start()

@@ -1,5 +1,6 @@
-"""Schemathesis hooks for test_fuzz (loaded through SCHEMATHESIS_HOOKS): a schema-valid request gets an
-image URL that can really be fetched, from SMARTSEG_FUZZ_IMAGE_URL."""
+"""Schemathesis hooks for test_fuzz (loaded through SCHEMATHESIS_HOOKS): a schema-valid request gets URLs
+that may really be reached (which addresses may is configuration, not schema): an image, and a webhook
+endpoint, both on the test's loopback image server (SMARTSEG_FUZZ_IMAGE_URL)."""
 
 from __future__ import annotations
 
@@ -12,5 +13,11 @@ import schemathesis
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     positive = case.meta is not None and case.meta.generation.mode.is_positive
-    if positive and isinstance(case.body, dict) and isinstance(case.body.get("image_url"), str):
-        case.body["image_url"] = os.environ["SMARTSEG_FUZZ_IMAGE_URL"]
+    if not (positive and isinstance(case.body, dict)):
+        return
+    reachable = os.environ["SMARTSEG_FUZZ_IMAGE_URL"]
+    for field in ("image_url", "webhook_url"):
+        if isinstance(case.body.get(field), str):
+            case.body[field] = reachable
+    if case.operation.path == "/v1/webhooks/default" and isinstance(case.body.get("url"), str):
+        case.body["url"] = reachable

@@ -49,7 +49,7 @@ def test_up_records_pids_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         assert "smartseg is up" in banner, banner
         api_url = banner.split("API ", 1)[1].split()[0]
         pids = json.loads((tmp_path / "pids.json").read_text())
-        assert set(pids) == {"redis", "s3", "api", "router", "worker-us-east", "worker-eu-west"}
+        assert set(pids) == {"redis", "s3", "api", "router", "deliverer", "worker-us-east", "worker-eu-west"}
         assert all(alive(pid) for pid in pids.values())
         health = httpx.get(f"{api_url}/readyz", timeout=5)
         assert health.status_code == 200
