@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from smartseg.shared.batches import BatchRecord
 from smartseg.shared.billing import usd
 from smartseg.shared.fetch import is_data_url
 from smartseg.shared.jobstore import JobRecord, JobStatus
 from smartseg.shared.schemas import (
+    Batch,
+    BatchCounts,
     Billing,
     BillingReason,
     DeliveryAttempt,
@@ -108,4 +111,35 @@ def delivery_view(delivery: Delivery) -> DeliveryView:
         ],
         next_attempt_at=iso_time(delivery.next_attempt_at),
         created_at=iso_time(delivery.created_at) or "",
+    )
+
+
+def batch_view(batch: BatchRecord) -> Batch:
+    counts = batch.counts
+    path = f"/v1/batches/{batch.id}"
+    return Batch(
+        id=batch.id,
+        status=batch.status,  # type: ignore[arg-type]
+        source=batch.source,
+        total=batch.total,
+        submitted=counts["submitted"],
+        counts=BatchCounts(
+            queued_or_running=batch.in_flight,
+            succeeded=counts["succeeded"],
+            failed=counts["failed"],
+            canceled=counts["canceled"],
+            invalid=counts["invalid"],
+            reused=counts["reused"],
+        ),
+        progress=round(batch.done / batch.total, 4) if batch.total else 0.0,
+        amount_usd=usd(counts["micro_usd"]),
+        created_at=iso_time(batch.created_at) or "",
+        completed_at=iso_time(batch.completed_at),
+        error=JobError(**batch.error) if batch.error else None,
+        urls={
+            "get": path,
+            "results": f"{path}/results",
+            "cancel": f"{path}/cancel",
+            "jobs": f"/v1/segmentations?batch_id={batch.id}",
+        },
     )

@@ -16,6 +16,7 @@ def name_deployment_choices(app: FastAPI, regions: list[str], pipelines: list[st
         if app.openapi_schema is None:
             models = generate()["components"]["schemas"]
             _only(models["SegmentationRequest"]["properties"]["region"], regions)
+            _only(models["BatchDefaults"]["properties"]["region"], regions)
             _only(models["SegmentationOptions"]["properties"]["pipeline"], pipelines)
         assert app.openapi_schema is not None  # generate() stored it
         return app.openapi_schema

@@ -12,6 +12,7 @@ from smartseg.api.job_reader import JobReader
 from smartseg.api.placement import Placement
 from smartseg.api.rate_limits import RateLimiter
 from smartseg.api.waiter import JobWaiter
+from smartseg.shared.batches import BatchStore
 from smartseg.shared.celery_app import make_celery
 from smartseg.shared.fetch import FetchLimits, fetch_limits
 from smartseg.shared.jobstore import JobStore
@@ -38,6 +39,7 @@ class Services:
     placement: Placement
     rate_limits: RateLimiter
     webhooks: WebhookStore
+    batches: BatchStore
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -59,6 +61,7 @@ class Services:
             placement=Placement(client_async, keys, settings.regions, settings.pipelines),
             rate_limits=RateLimiter(client_async, keys, settings.rate_limit_per_s, settings.rate_limit_burst),
             webhooks=WebhookStore(client, keys),
+            batches=BatchStore(client, keys, settings.job_ttl_s),
         )
 
     async def close(self) -> None:

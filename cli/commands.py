@@ -15,6 +15,7 @@ from pathlib import Path
 
 import redis
 
+from smartseg.cli.backfill import backfill
 from smartseg.shared.api_keys import LIMIT_FIELDS, ApiKey, ApiKeyStore, KeyLimits
 from smartseg.shared.credentials import hash_api_key
 from smartseg.shared.errors import InvalidRequest, MissingSetting, SmartsegError
@@ -343,6 +344,16 @@ def main(argv: list[str] | None = None) -> int:
     hash_parser.add_argument("key")  # fmt: skip
     health = commands.add_parser("health", help="probe: is this host's worker beating? (exit 0/1)")
     health.add_argument("--worker", action="store_true", required=True, help="check the local worker")
+    backfill_parser = commands.add_parser(
+        "backfill",
+        help="a local JSONL manifest through the batches API; results to a local JSONL (resumable)",
+    )
+    backfill_parser.add_argument("manifest", type=Path, help="JSONL: one item a line")
+    backfill_parser.add_argument("--api-url", default="http://127.0.0.1:8000", help="the smartseg API")
+    backfill_parser.add_argument("--api-key", required=True, help="an API key (sk-...)")
+    backfill_parser.add_argument(
+        "--output", type=Path, help="results JSONL (default: MANIFEST.results.jsonl)"
+    )
     add_models_parser(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -360,6 +371,13 @@ def main(argv: list[str] | None = None) -> int:
         return command_models(args)
     if args.command == "health":
         return command_health(args)
+    if args.command == "backfill":
+        output = args.output or args.manifest.with_suffix(".results.jsonl")
+        try:
+            return backfill(args.api_url, args.api_key, args.manifest, output)
+        except KeyboardInterrupt:
+            print(f"\nstopped: what finished is in {output}; run it again to go on", file=sys.stderr)
+            return 130
     if args.keys_command == "hash":
         print(hash_api_key(args.key))
         return 0

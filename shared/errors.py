@@ -179,6 +179,12 @@ class WebhookURLForbidden(InvalidRequest):
     code = "webhook_url_forbidden"
 
 
+class ManifestURLForbidden(InvalidRequest):
+    """Raised when a batch's manifest URL is not http(s) or names an address or port that may not be read."""
+
+    code = "manifest_url_forbidden"
+
+
 class UnknownPipeline(InvalidRequest):
     """Raised when a request names a pipeline no worker of the deployment serves."""
 

@@ -294,6 +294,39 @@ class ImageFetcher:
 # --- URL and address validation ------------------------------------------------------------------
 
 
+def read_lines(fetcher: ImageFetcher, url: str, max_bytes: int, read_s: float) -> Iterator[str]:
+    """The non-blank lines of a text document (a JSONL manifest), read as a stream, under ``fetcher``'s
+    address guard (no redirects); ImageFetchFailed past ``max_bytes`` or ``read_s``, or on a non-2xx."""
+    deadline = time.monotonic() + read_s
+    parsed = _parse_http_url(url, fetcher._limits.allowed_ports)
+    host = _host_of(parsed)
+    pins = {host: fetcher._validated_addresses(host, parsed.port or DEFAULT_PORTS[parsed.scheme])}
+    transport_context: contextlib.AbstractContextManager[httpx.BaseTransport] = (
+        contextlib.nullcontext(fetcher._transport)
+        if fetcher._transport is not None
+        else _PinnedTransport(pins, deadline, fetcher._ssl_context)
+    )
+    request = httpx.Request(
+        "GET", parsed, headers=REQUEST_HEADERS, extensions={"timeout": fetcher._timeouts(deadline)}
+    )
+    with transport_context as transport, _network_errors(parsed.host):
+        response = transport.handle_request(request)
+        with contextlib.closing(response):
+            if not httpx.codes.is_success(response.status_code):
+                raise ImageFetchFailed(f"The manifest server answered HTTP {response.status_code}.")
+            pending, read = b"", 0
+            for chunk in response.iter_raw():
+                read += len(chunk)
+                if read > max_bytes:
+                    raise ImageFetchFailed(
+                        f"The manifest is over {max_bytes} bytes.", {"max_bytes": max_bytes}
+                    )
+                *lines, pending = (pending + chunk).split(b"\n")
+                yield from (line.decode("utf-8", "replace") for line in lines if line.strip())
+            if pending.strip():
+                yield pending.decode("utf-8", "replace")
+
+
 class GuardedPoster:
     """POSTs under the image fetcher's address guard: webhook deliveries. The URL's host is resolved,
     checked against the same networks and ports, and pinned for the connection; a redirect is not

@@ -124,6 +124,7 @@ class JobRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     billed_micro_usd: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    batch_id: str | None = None
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> JobRecord:
@@ -150,6 +151,7 @@ class JobRecord:
             metrics=json.loads(raw.get("metrics", "{}")),
             billed_micro_usd=int(raw.get("billed_micro_usd", "0")),
             history=json.loads(raw.get("history", "[]")),
+            batch_id=raw.get("batch_id") or None,
         )
 
 
@@ -245,6 +247,7 @@ class JobStore:
         idempotency_key_hash: str | None = None,
         request_hash: str | None = None,
         max_active_jobs: int | None = None,
+        batch: tuple[str, int] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Create a queued job in ``region``; returns (job, created). A replayed Idempotency-Key returns
         the first job instead. ``max_active_jobs``: the caller's key's own cap (None: the store's)."""
@@ -261,6 +264,9 @@ class JobStore:
             "filename_stem": filename_stem,
             # What the state-changing scripts queue deliveries for (lua/include/webhook.lua).
             "webhook_events": ",".join(spec.webhook.events) if spec.webhook else "",
+            # A batch's item: the batch counts it when it ends (lua/include/batch.lua).
+            "batch_id": batch[0] if batch else "",
+            "batch_index": batch[1] if batch else "",
         }
         keys = [
             self.keys.job(job_id),
@@ -308,6 +314,13 @@ class JobStore:
         raw = self._redis.hgetall(self.keys.job(job_id))
         return JobRecord.from_hash(raw) if raw else None  # type: ignore[arg-type]
 
+    def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        """Several records in one round trip, in order (None: expired)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+        return [JobRecord.from_hash(raw) if raw else None for raw in pipe.execute()]
+
     def get_for_owner(self, owner: str, job_id: str) -> JobRecord:
         """The job if it exists and belongs to ``owner``; another owner's job looks like no job at all."""
         return owned(self.get(job_id) if is_job_id(job_id) else None, owner, job_id)
@@ -319,8 +332,11 @@ class JobStore:
         status: JobStatus | None = None,
         cursor: str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
+        batch_id: str | None = None,
     ) -> JobPage:
-        """Newest first. ``cursor`` is the sequence number of the last job of the previous page."""
+        """Newest first. ``cursor`` is the sequence number of the last job of the previous page. A filter
+        (``status``, ``batch_id``) scans at most MAX_SCAN_PER_PAGE jobs a page: a short page may have a
+        cursor."""
         key = self.keys.owner_jobs(owner)
         upper = f"({int(cursor)}" if cursor else "+inf"
         jobs: list[JobRecord] = []
@@ -336,7 +352,11 @@ class JobStore:
                 scanned += 1
                 last_seq = int(score)
                 job = self.get(job_id)
-                if job is not None and (status is None or job.status == status):
+                if (
+                    job is not None
+                    and (status is None or job.status == status)
+                    and (batch_id is None or job.batch_id == batch_id)
+                ):
                     jobs.append(job)
                     if len(jobs) == limit:
                         break

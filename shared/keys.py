@@ -91,6 +91,26 @@ class Keys:
         """String: an endpoint of the owner's that answered 410 Gone; nothing more is sent to it."""
         return f"{self.prefix}:webhook-gone:{owner}:{url_hash}"
 
+    def batch(self, batch_id: str) -> str:
+        """Hash: a batch's record and counts; batch.lua makes the same name."""
+        return f"{self.prefix}:batch:{batch_id}"
+
+    def batch_items(self, batch_id: str) -> str:
+        """List of a batch's inline items (JSON), in order."""
+        return f"{self.batch(batch_id)}:items"
+
+    def batch_results(self, batch_id: str) -> str:
+        """Hash: item index -> what it became ({job_id, error}), written once per item."""
+        return f"{self.batch(batch_id)}:results"
+
+    def batches_expanding(self) -> str:
+        """Set of the batches whose items are still being made into jobs."""
+        return f"{self.prefix}:batches:expanding"
+
+    def batch_idempotency(self, owner: str, idempotency_key_hash: str) -> str:
+        """String: the batch an owner's Idempotency-Key made."""
+        return f"{self.prefix}:batch-idem:{owner}:{idempotency_key_hash}"
+
     def api_key(self, key_hash: str) -> str:
         """Hash describing a managed API key (id, name, owner, created_at), found by the key's SHA-256."""
         return f"{self.prefix}:apikey:{key_hash}"

@@ -11,10 +11,12 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from smartseg.shared.jobspec import JobOptions, Priority, RegionPolicy, WebhookEvent
 
@@ -63,6 +65,20 @@ Prompt = Annotated[
 ]
 
 
+# The schema says "exactly one of prompt and prompts" as the validators do: one given (not null).
+ONE_PROMPT_KIND: JsonDict = {
+    "oneOf": [
+        {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+        {"required": ["prompts"], "properties": {"prompts": {"type": "array"}}},
+    ]
+}
+
+
+def one_kind_of_prompt(prompt: str | None, prompts: list[str] | None) -> None:
+    if (prompt is None) == (prompts is None):
+        raise ValueError("give exactly one of 'prompt' and 'prompts'")
+
+
 class SegmentationOptions(JobOptions):
     """``options`` of a request: the job options, and the pipeline (the deployment default if omitted).
 
@@ -80,17 +96,7 @@ class SegmentationOptions(JobOptions):
 class SegmentationRequest(BaseModel):
     """Body of ``POST /v1/segmentations``: exactly one of ``prompt`` and ``prompts``."""
 
-    # The schema says "exactly one of prompt and prompts" as the validator below does: one given (not null).
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={
-            "oneOf": [
-                {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
-                {"required": ["prompts"], "properties": {"prompts": {"type": "array"}}},
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=ONE_PROMPT_KIND)
 
     image_url: str = Field(min_length=1, max_length=MAX_IMAGE_URL_CHARS, description="http(s) or data: URL")
     prompt: Prompt | None = Field(default=None, description="What to segment; at least one letter or digit.")
@@ -126,8 +132,7 @@ class SegmentationRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind_of_prompt(self) -> SegmentationRequest:
-        if (self.prompt is None) == (self.prompts is None):
-            raise ValueError("give exactly one of 'prompt' and 'prompts'")
+        one_kind_of_prompt(self.prompt, self.prompts)
         return self
 
     def prompt_list(self) -> list[str]:
@@ -339,3 +344,102 @@ class DeliveryView(BaseModel):
 class DeliveryList(BaseModel):
     object: Literal["list"] = "list"
     data: list[DeliveryView]
+
+
+MAX_INLINE_ITEMS = 1000
+MAX_ITEM_KEY_CHARS = 255
+
+
+class BatchItem(BaseModel):
+    """One line of a manifest, or one of ``items``: a job's image and prompts, its own options (over the
+    batch's), and an optional ``key``: an item whose key already made a job is not run again."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=ONE_PROMPT_KIND)
+
+    image_url: str = Field(min_length=1, max_length=MAX_IMAGE_URL_CHARS)
+    prompt: Prompt | None = None
+    prompts: list[Prompt] | None = Field(default=None, min_length=1, max_length=MAX_PROMPTS)
+    options: SegmentationOptions | None = Field(
+        default=None, description="Over the batch's `defaults.options`."
+    )
+    key: str | None = Field(default=None, min_length=1, max_length=MAX_ITEM_KEY_CHARS)
+
+    @model_validator(mode="after")
+    def _one_kind_of_prompt(self) -> BatchItem:
+        one_kind_of_prompt(self.prompt, self.prompts)
+        return self
+
+
+def item_error(exc: ValidationError) -> dict[str, str]:
+    """A batch item that is not one, as its results line says: the first few problems."""
+    return {"code": "invalid_request", "message": "; ".join(error["msg"] for error in exc.errors()[:5])}
+
+
+class BatchDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    options: SegmentationOptions = Field(default_factory=SegmentationOptions)
+    region: Name | None = None
+    region_policy: RegionPolicy = "prefer"
+
+
+class BatchRequest(BaseModel):
+    """Body of ``POST /v1/batches``: ``items`` inline, or a ``manifest_url`` of JSONL, one item a line."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["items"], "properties": {"items": {"type": "array"}}},
+                {"required": ["manifest_url"], "properties": {"manifest_url": {"type": "string"}}},
+            ]
+        },
+    )
+
+    items: list[BatchItem] | None = Field(default=None, min_length=1, max_length=MAX_INLINE_ITEMS)
+    manifest_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_WEBHOOK_URL_CHARS,
+        pattern=WEBHOOK_URL_PATTERN,
+        description="http(s) URL of a JSONL manifest, read as a stream; the image URL rules apply.",
+    )
+    defaults: BatchDefaults = Field(default_factory=BatchDefaults)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BatchRequest:
+        if (self.items is None) == (self.manifest_url is None):
+            raise ValueError("give exactly one of 'items' and 'manifest_url'")
+        return self
+
+
+class BatchCounts(BaseModel):
+    queued_or_running: int
+    succeeded: int
+    failed: int
+    canceled: int
+    invalid: int = Field(description="Items refused before they became jobs (see the results).")
+    reused: int = Field(description="Items whose key an earlier job had: not run again.")
+
+
+class Batch(BaseModel):
+    id: str
+    object: Literal["batch"] = "batch"
+    status: Literal["expanding", "running", "completed", "canceled", "failed"] = Field(
+        description=(
+            "expanding: items are still being made into jobs; running: all are in; completed: all ended; "
+            "canceled; failed: the manifest could not be read (the jobs already made run on)."
+        )
+    )
+    source: str = Field(description="`inline`, or the manifest URL.")
+    total: int | None = Field(description="Items in the batch; null while the manifest is still being read.")
+    submitted: int = Field(description="Items read so far (made into jobs, reused or refused).")
+    counts: BatchCounts
+    progress: float = Field(description="Share of the items done, 0..1 (0 while the total is unknown).")
+    amount_usd: str = AMOUNT
+    currency: Literal["USD"] = "USD"
+    created_at: str
+    completed_at: str | None
+    error: JobError | None = None
+    urls: dict[str, str]

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     webhook_retry_schedule_s: CommaList = ["5", "300", "1800", "7200", "18000", "36000", "36000"]
     webhook_timeout_s: float = Field(default=10.0, gt=0)  # connect + send + answer, per attempt
     webhook_max_in_flight: int = Field(default=16, ge=1, le=256)  # deliveries sent at once
+
+    # Batches: at most this many of a batch's jobs queued or running at once (the moving window).
+    batch_window: int = Field(default=64, ge=1)
+    batch_manifest_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
     lease_s: float = Field(default=30.0, gt=1)

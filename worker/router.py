@@ -6,7 +6,8 @@ Every ~0.5 s the active copy reads region health from the heartbeats and, for ea
 worker, moves its queued messages (interactive, then batch) to the healthy regions with the least queued
 work per live worker that serve their pipelines (jobs pinned to their region stay); and every running job
 whose lease expired (its worker died or froze) gets a new token and a new message, in a healthy region
-unless pinned; and every new job whose first message was not confirmed sent gets one. A message
+unless pinned; and every new job whose first message was not confirmed sent gets one. It also makes
+batches' items into jobs, a moving window at a time (``batch_expander.py``). A message
 that moves twice, or that a dead worker's restore brings back, is harmless: the fenced claim runs each
 job once, and a run that lost its lease can neither renew nor finish.
 """
@@ -24,7 +25,9 @@ from dataclasses import dataclass
 import redis
 from celery import Celery
 
+from smartseg.shared.batches import BatchStore
 from smartseg.shared.celery_app import make_celery, send_job
+from smartseg.shared.fetch import fetch_limits
 from smartseg.shared.jobstore import JobRecord, JobStatus, JobStore, RequeueResult
 from smartseg.shared.keys import PRIORITIES
 from smartseg.shared.outbox import Outbox
@@ -33,6 +36,7 @@ from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.regions import RegionState, least_loaded, least_loaded_first, region_states
 from smartseg.shared.scripts import register
 from smartseg.shared.settings import Settings
+from smartseg.worker.batch_expander import BatchExpander
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +190,10 @@ def run(settings: Settings, stop: threading.Event) -> None:
     client = redis_client(settings.require_redis_url())
     store = JobStore.from_settings(settings, client)
     lock = RouterLock(client, store.keys.router_lock(), f"{socket.gethostname()}-{os.getpid()}")
-    router = Router(client, store, make_celery(settings), settings.regions)
+    celery = make_celery(settings)
+    router = Router(client, store, celery, settings.regions)
+    batches = BatchStore(client, store.keys, settings.job_ttl_s)
+    expander = BatchExpander(settings, store, batches, Outbox(store, celery), fetch_limits(settings))
     active = False
     try:
         while not stop.is_set():
@@ -197,6 +204,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
                     active = holding
                 if holding:
                     router.tick()
+                    expander.tick()
             except redis.RedisError as exc:  # Redis restarting: keep trying
                 log.warning("router tick failed: %s", exc)
             stop.wait(TICK_S)

@@ -14,9 +14,8 @@ from smartseg.api.deps import Owner, ServicesDep, SubmitCaller, take_token
 from smartseg.api.job_view import delivery_view, job_view
 from smartseg.api.responses import error_responses, header, json_response, success
 from smartseg.api.services import Services
-from smartseg.shared.errors import ImageURLForbidden, UnknownRegion, WebhookURLForbidden
-from smartseg.shared.fetch import check_image_url, check_webhook_url, image_filename_stem
-from smartseg.shared.jobspec import JobOptions, JobSpec, WebhookTarget
+from smartseg.shared.fetch import image_filename_stem
+from smartseg.shared.job_requests import job_spec
 from smartseg.shared.jobstore import DEFAULT_PAGE_SIZE, JobRecord, JobStatus
 from smartseg.shared.schemas import DeliveryList, DeliveryView, Job, JobList, SegmentationRequest
 from smartseg.shared.webhooks import target_from_hash
@@ -65,42 +64,6 @@ async def render(
     return json_response(job_view(job, services.storage, ttl_s, root), status_code, headers)
 
 
-def job_spec(
-    body: SegmentationRequest, services: Services, default_webhook: WebhookTarget | None = None
-) -> JobSpec:
-    """The job this request asks for, checked against the deployment and with its defaults resolved:
-    ``default_webhook`` is the owner's endpoint, for a request that names none."""
-    settings = services.settings
-    if body.region is not None and body.region not in settings.regions:
-        raise UnknownRegion(f"unknown region {body.region!r}", {"regions": settings.regions})
-    check_image_url(body.image_url, services.fetch_limits)
-    return JobSpec(
-        webhook=webhook_target(body, default_webhook, services),
-        image_url=body.image_url,
-        prompts=tuple(body.prompt_list()),
-        pipeline=body.options.pipeline or settings.default_pipeline,
-        options=JobOptions(**body.options.model_dump(exclude={"pipeline"})),
-        region=body.region,
-        region_policy=body.region_policy,
-        priority=body.priority,
-    )
-
-
-def webhook_target(
-    body: SegmentationRequest, default: WebhookTarget | None, services: Services
-) -> WebhookTarget | None:
-    """The request's endpoint, else the owner's default one; the request's events, else the endpoint's."""
-    if body.webhook_url is None and default is None:
-        return None
-    url = body.webhook_url or (default.url if default else "")
-    events = default.events if default and body.webhook_url is None else ("completed",)
-    try:
-        check_webhook_url(url, services.fetch_limits)
-    except ImageURLForbidden as exc:
-        raise WebhookURLForbidden(exc.message.replace("image", "webhook"), exc.details) from exc
-    return WebhookTarget(url=url, events=tuple(dict.fromkeys(body.webhook_events or events)))
-
-
 WAIT_APPLIED = header("`wait=N`: the response was held up to N s (`Prefer: wait=N`, capped).")
 
 
@@ -145,7 +108,7 @@ async def create_segmentation(
         default_webhook = target_from_hash(
             await services.redis_async.hgetall(services.store.keys.webhook_default(caller.owner))
         )
-    spec = job_spec(body, services, default_webhook)
+    spec = job_spec(body, services.settings, services.fetch_limits, default_webhook)
     await take_token(services, request, caller, spec.priority)  # batch submits have a budget of their own
     wait_s = requested_wait(prefer, services.settings.max_wait_s)
     requested = spec.region or services.settings.default_region
@@ -234,12 +197,17 @@ async def list_segmentations(
     status: JobStatus | None = None,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    batch_id: Annotated[
+        str | None, Query(pattern=r"^bat_[0-9a-f]{24}$", description="Only this batch's jobs.")
+    ] = None,
 ) -> Response:
     root = base_url(request, services)
     ttl_s = services.settings.presign_ttl_s
 
     def page() -> JobList:
-        found = services.store.list_for_owner(owner, status=status, cursor=cursor, limit=limit)
+        found = services.store.list_for_owner(
+            owner, status=status, cursor=cursor, limit=limit, batch_id=batch_id
+        )
         jobs = [job_view(job, services.storage, ttl_s, root) for job in found.jobs]
         return JobList(data=jobs, next_cursor=found.next_cursor)
 

@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from smartseg.api.deps import Owner, ServicesDep
 from smartseg.api.responses import error_responses, json_response, success
-from smartseg.shared.errors import ImageURLForbidden, NotFound, WebhookURLForbidden
-from smartseg.shared.fetch import check_webhook_url
+from smartseg.shared.errors import NotFound
+from smartseg.shared.job_requests import check_webhook
 from smartseg.shared.jobspec import WebhookTarget
 from smartseg.shared.schemas import SecretRotation, WebhookEndpoint, WebhookSecret
 
@@ -38,10 +38,7 @@ async def read_default(owner: Owner, services: ServicesDep) -> Response:
     responses={200: success(), **error_responses(401, 413, 422, 429, 503)},
 )
 async def set_default(body: WebhookEndpoint, owner: Owner, services: ServicesDep) -> Response:
-    try:
-        check_webhook_url(body.url, services.fetch_limits)
-    except ImageURLForbidden as exc:
-        raise WebhookURLForbidden(exc.message.replace("image", "webhook"), exc.details) from exc
+    check_webhook(body.url, services.fetch_limits)
     target = WebhookTarget(url=body.url, events=tuple(dict.fromkeys(body.events)))
     await run_in_threadpool(services.webhooks.set_default, owner, target)
     return json_response(WebhookEndpoint(url=target.url, events=list(target.events)))

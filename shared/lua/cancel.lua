@@ -5,6 +5,7 @@
 --          it already has | {'moved', region}
 --- @include "clock.lua"
 --- @include "webhook.lua"
+--- @include "batch.lua"
 local job_key, queued, active = KEYS[1], KEYS[2], KEYS[3]
 local owner, finished_channel, expected_region = ARGV[1], ARGV[2], ARGV[3]
 
@@ -16,6 +17,7 @@ if job[1] == 'queued' then
   redis.call('ZREM', active, job_key)
   redis.call('HSET', job_key, 'status', 'canceled', 'finished_at', clock_s(), 'cancel_requested', '1')
   queue_webhook(job_key, 'completed', redis.call('HGET', job_key, 'id') .. '.completed')
+  count_batch_end(job_key, 'canceled', 0)
   redis.call('PUBLISH', finished_channel, 'canceled')
   return 'canceled'
 end

@@ -8,6 +8,7 @@
 -- Returns: the status it ended in | 'refused' (the token no longer holds the job)
 --- @include "clock.lua"
 --- @include "webhook.lua"
+--- @include "batch.lua"
 local job_key, lease, usage, running, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local token, status, bill, finished_channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local day_ttl_s = tonumber(ARGV[5])
@@ -42,5 +43,6 @@ redis.call('DEL', lease)
 redis.call('ZREM', running, job_key)
 redis.call('ZREM', active, job_key)
 queue_webhook(job_key, 'completed', redis.call('HGET', job_key, 'id') .. '.completed')
+count_batch_end(job_key, status, bill)
 redis.call('PUBLISH', finished_channel, status)
 return status

@@ -7,6 +7,7 @@
 -- Returns: 'requeued' | 'held' (the lease is alive) | 'canceled' | 'not_running' | {'moved', region}
 --- @include "clock.lua"
 --- @include "webhook.lua"
+--- @include "batch.lua"
 --- @include "history.lua"
 local job_key, lease, running, outbox, queued, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local new_token, finished_channel, expected_region = ARGV[1], ARGV[2], ARGV[3]
@@ -27,6 +28,7 @@ if job[2] == '1' then
   redis.call('ZREM', active, job_key)
   redis.call('HSET', job_key, 'status', 'canceled', 'finished_at', clock_s())
   queue_webhook(job_key, 'completed', redis.call('HGET', job_key, 'id') .. '.completed')
+  count_batch_end(job_key, 'canceled', 0)
   redis.call('PUBLISH', finished_channel, 'canceled')
   return 'canceled'
 end

@@ -1,10 +1,11 @@
-"""What the chaos tests share: images served fast and slow, waiting for a job's status, billed runs."""
+"""What the e2e tests share: images served fast and slow, waiting for a job's status or any condition,
+billed runs."""
 
 from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from smartseg.api.auth import OWNER_ID_CHARS
@@ -24,6 +25,14 @@ def fast_and_slow_image_urls(seed: int, slow_fetch_s: float) -> Iterator[tuple[s
     images = {"fast.png": buffer.getvalue(), "slow.png": buffer.getvalue()}
     with serve_pngs(images, delays_s={"slow.png": slow_fetch_s}) as base:
         yield f"{base}/fast.png", f"{base}/slow.png"
+
+
+def until(check: Callable[[], bool], timeout_s: float = 120.0, every_s: float = 0.1) -> None:
+    """Poll ``check`` until it holds; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(every_s)
 
 
 def wait_for_status(client: SmartsegClient, job_id: str, status: str, timeout_s: float = 10.0) -> None:

@@ -5,24 +5,13 @@ the same event again; a key's default endpoint is used by jobs that name none.""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import httpx
 from standardwebhooks.webhooks import Webhook
 
 from smartseg.testing.scenes import demo_scene
 from smartseg.testing.webhook_receiver import HANG, WebhookReceiver, serve_webhooks
+from tests.e2e.chaos import until
 from tests.e2e.conftest import ImageServer, RunningStack
-
-WAIT_S = 60
-
-
-def until(check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def verified(receiver: WebhookReceiver, secret: str) -> list[dict[str, object]]:

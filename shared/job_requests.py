@@ -1,0 +1,64 @@
+"""A checked request becomes a ``JobSpec``: the one place that resolves a segmentation request against the
+deployment (regions, default pipeline, URL rules, the owner's default webhook). The API uses it for each
+submit, the batch expander for each item."""
+
+from __future__ import annotations
+
+from smartseg.shared.errors import ImageURLForbidden, ManifestURLForbidden, UnknownRegion, WebhookURLForbidden
+from smartseg.shared.fetch import FetchLimits, check_image_url, check_webhook_url
+from smartseg.shared.jobspec import JobOptions, JobSpec, WebhookTarget
+from smartseg.shared.schemas import SegmentationRequest
+from smartseg.shared.settings import Settings
+
+
+def job_spec(
+    body: SegmentationRequest,
+    settings: Settings,
+    limits: FetchLimits,
+    default_webhook: WebhookTarget | None = None,
+) -> JobSpec:
+    """The job this request asks for, checked against the deployment and with its defaults resolved:
+    ``default_webhook`` is the owner's endpoint, for a request that names none."""
+    if body.region is not None and body.region not in settings.regions:
+        raise UnknownRegion(f"unknown region {body.region!r}", {"regions": settings.regions})
+    check_image_url(body.image_url, limits)
+    return JobSpec(
+        webhook=webhook_target(body, default_webhook, limits),
+        image_url=body.image_url,
+        prompts=tuple(body.prompt_list()),
+        pipeline=body.options.pipeline or settings.default_pipeline,
+        options=JobOptions(**body.options.model_dump(exclude={"pipeline"})),
+        region=body.region,
+        region_policy=body.region_policy,
+        priority=body.priority,
+    )
+
+
+def webhook_target(
+    body: SegmentationRequest, default: WebhookTarget | None, limits: FetchLimits
+) -> WebhookTarget | None:
+    """The request's endpoint, else the owner's default one; the request's events, else the endpoint's."""
+    if body.webhook_url is None and default is None:
+        return None
+    url = body.webhook_url or (default.url if default else "")
+    events = default.events if default and body.webhook_url is None else ("completed",)
+    check_webhook(url, limits)
+    return WebhookTarget(url=url, events=tuple(dict.fromkeys(body.webhook_events or events)))
+
+
+def check_webhook(url: str, limits: FetchLimits) -> None:
+    """The image URL rules, refused as ``webhook_url_forbidden``."""
+    try:
+        check_webhook_url(url, limits)
+    except ImageURLForbidden as exc:
+        raise WebhookURLForbidden(exc.message.replace("image", "webhook"), exc.details) from exc
+
+
+def check_manifest(url: str, limits: FetchLimits) -> None:
+    """The image URL rules, refused as ``manifest_url_forbidden``."""
+    try:
+        check_webhook_url(url, limits)
+    except ImageURLForbidden as exc:
+        raise ManifestURLForbidden(
+            exc.message.replace("webhook", "manifest").replace("image", "manifest"), exc.details
+        ) from exc
