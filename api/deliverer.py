@@ -24,10 +24,11 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
-from smartseg.api.job_view import job_view
-from smartseg.shared.errors import SmartsegError
+from smartseg.api.job_view import batch_view, job_view
+from smartseg.shared.batches import BatchStore
+from smartseg.shared.errors import NotFound, SmartsegError
 from smartseg.shared.fetch import GuardedPoster, fetch_limits
-from smartseg.shared.jobstore import JobRecord, JobStore
+from smartseg.shared.jobstore import JobStore
 from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.settings import Settings
 from smartseg.shared.storage import MaskStorage
@@ -48,9 +49,11 @@ class Deliverer:
         webhooks: WebhookStore,
         storage: MaskStorage,
         poster: GuardedPoster,
+        batches: BatchStore,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.batches = batches
         self.webhooks = webhooks
         self.storage = storage
         self.poster = poster
@@ -74,21 +77,21 @@ class Deliverer:
         if delivery is None or delivery.status != PENDING:
             self.webhooks.drop(delivery_id)  # expired with its job, or already ended
             return "dropped"
-        job = self.store.get(delivery.job_id)
-        target = job.spec.webhook if job else None
-        if job is None or target is None:  # the job expired (only subscribed jobs queue deliveries)
+        subject = self._subject(delivery)
+        if subject is None:  # its job or batch expired (only subscribed ones queue deliveries)
             self.webhooks.drop(delivery_id)
             return "dropped"
+        owner, url, data = subject
         started = time.time()
         attempt: dict[str, Any] = {"at": started, "status_code": None, "latency_ms": None, "error": None}
-        if self.webhooks.is_gone(job.owner, target.url):
+        if self.webhooks.is_gone(owner, url):
             attempt["error"] = "the endpoint answered 410 Gone before: nothing more is sent to it"
             self.webhooks.record(delivery, attempt, GONE)
             return GONE
-        body = self._body(delivery, job)
+        body = self._body(delivery, data)
         try:
             status = self.poster.post(
-                target.url, body, self._headers(delivery, job.owner, body), self.settings.webhook_timeout_s
+                url, body, self._headers(delivery, owner, body), self.settings.webhook_timeout_s
             )
             attempt["status_code"] = status
         except SmartsegError as exc:
@@ -98,7 +101,7 @@ class Deliverer:
         if status is not None and 200 <= status < 300:
             outcome = DELIVERED
         elif status == GONE_STATUS:
-            self.webhooks.mark_gone(job.owner, target.url)
+            self.webhooks.mark_gone(owner, url)
             outcome = GONE
         else:
             outcome = PENDING if delivery.failures < len(self.schedule) else FAILED
@@ -107,15 +110,31 @@ class Deliverer:
             delay = self.schedule[delivery.failures] * random.uniform(1 - JITTER, 1 + JITTER)
             retry_at = time.time() + delay
         self.webhooks.record(delivery, attempt, outcome, retry_at)
-        log.info("delivery %s of job %s: %s (%s)", delivery.id, job.id, outcome, status or attempt["error"])
+        log.info("delivery %s: %s (%s)", delivery.id, outcome, status or attempt["error"])
         return outcome
 
-    def _body(self, delivery: Delivery, job: JobRecord) -> bytes:
+    def _subject(self, delivery: Delivery) -> tuple[str, str, dict[str, Any]] | None:
+        """Whose it is, where it goes, and what it says: the job as GET shows it (fresh presigned URLs),
+        or the batch."""
+        if delivery.subject == "batch":
+            try:
+                batch = self.batches.get(delivery.job_id)
+            except NotFound:
+                return None
+            if not batch.webhook_url:
+                return None
+            return batch.owner, batch.webhook_url, batch_view(batch).model_dump(mode="json")
+        job = self.store.get(delivery.job_id)
+        if job is None or job.spec.webhook is None:
+            return None
         shown = job_view(job, self.storage, self.settings.presign_ttl_s, self.base_url)
+        return job.owner, job.spec.webhook.url, shown.model_dump(mode="json")
+
+    def _body(self, delivery: Delivery, data: dict[str, Any]) -> bytes:
         envelope = {
-            "type": f"segmentation.{delivery.event}",
+            "type": f"{delivery.subject if delivery.subject == 'batch' else 'segmentation'}.{delivery.event}",
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "data": shown.model_dump(mode="json"),
+            "data": data,
         }
         return json.dumps(envelope, separators=(",", ":")).encode()
 
@@ -151,6 +170,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
         WebhookStore(client, store.keys),
         MaskStorage.from_settings(settings),
         GuardedPoster(fetch_limits(settings)),
+        BatchStore(client, store.keys, settings.job_ttl_s),
     )
     with ThreadPoolExecutor(settings.webhook_max_in_flight, thread_name_prefix="deliver") as pool:
         while not stop.is_set():

@@ -136,6 +136,7 @@ def batch_view(batch: BatchRecord) -> Batch:
         created_at=iso_time(batch.created_at) or "",
         completed_at=iso_time(batch.completed_at),
         error=JobError(**batch.error) if batch.error else None,
+        webhook_url=batch.webhook_url,
         urls={
             "get": path,
             "results": f"{path}/results",

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from smartseg.shared.errors import NotFound
+from smartseg.shared.errors import IdempotencyConflict, NotFound
 from smartseg.shared.keys import Keys
 from smartseg.shared.scripts import register
 
@@ -50,6 +50,7 @@ class BatchRecord:
     created_at: float
     completed_at: float | None
     error: dict[str, Any] | None = None
+    webhook_url: str | None = None
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> BatchRecord:
@@ -64,6 +65,7 @@ class BatchRecord:
             created_at=float(raw["created_at"]),
             completed_at=float(raw["completed_at"]) if raw.get("completed_at") else None,
             error=json.loads(raw["error"]) if raw.get("error") else None,
+            webhook_url=raw.get("webhook_url") or None,
         )
 
     @property
@@ -91,17 +93,21 @@ class BatchStore:
         defaults: dict[str, Any],
         items: list[str] | None,
         idempotency_key_hash: str | None = None,
+        webhook_url: str | None = None,
+        request_hash: str = "",
     ) -> tuple[BatchRecord, bool]:
         """A new batch, to be expanded (``items``: inline items as JSON); with an Idempotency-Key seen
-        before, the batch it made instead."""
+        before, the batch it made instead (IdempotencyConflict if that was asked with another body)."""
         batch_id = new_batch_id()
         if idempotency_key_hash:
-            claimed = self.client.set(
-                self.keys.batch_idempotency(owner, idempotency_key_hash), batch_id, nx=True, ex=self.ttl_s
-            )
-            if not claimed:
-                seen = str(self.client.get(self.keys.batch_idempotency(owner, idempotency_key_hash)))
-                return self.get_for_owner(owner, seen), False
+            key = self.keys.batch_idempotency(owner, idempotency_key_hash)
+            if not self.client.set(key, f"{batch_id}|{request_hash}", nx=True, ex=self.ttl_s):
+                seen_id, _, seen_hash = str(self.client.get(key)).partition("|")
+                if seen_hash != request_hash:
+                    raise IdempotencyConflict(
+                        "this Idempotency-Key was used with a different request body", {"batch_id": seen_id}
+                    )
+                return self.get_for_owner(owner, seen_id), False
         pipe = self.client.pipeline(transaction=True)
         record = self.keys.batch(batch_id)
         pipe.hset(
@@ -113,6 +119,9 @@ class BatchStore:
                 "source": source,
                 "defaults": json.dumps(defaults),
                 "created_at": repr(time.time()),
+                # lua/include/webhook.lua queues `completed` for a batch with a webhook, as for a job.
+                "webhook_url": webhook_url or "",
+                "webhook_events": "completed" if webhook_url else "",
                 **dict.fromkeys(COUNTED, 0),
             },
         )

@@ -406,6 +406,16 @@ class BatchRequest(BaseModel):
         description="http(s) URL of a JSONL manifest, read as a stream; the image URL rules apply.",
     )
     defaults: BatchDefaults = Field(default_factory=BatchDefaults)
+    webhook_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_WEBHOOK_URL_CHARS,
+        pattern=WEBHOOK_URL_PATTERN,
+        description=(
+            "Where `batch.completed` goes when every item has ended (else the key's default endpoint, if it "
+            "takes `completed`). Items' own jobs send no webhooks."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> BatchRequest:
@@ -442,4 +452,5 @@ class Batch(BaseModel):
     created_at: str
     completed_at: str | None
     error: JobError | None = None
+    webhook_url: str | None = None
     urls: dict[str, str]

@@ -51,6 +51,7 @@ class Delivery:
     created_at: float
     next_attempt_at: float | None
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    subject: str = "job"  # what it reports on: a job, or a batch (whose id is then in job_id)
 
     @classmethod
     def from_hash(cls, raw: dict[str, str], attempts: list[str]) -> Delivery:
@@ -64,6 +65,7 @@ class Delivery:
             created_at=float(raw["created_at"]),
             next_attempt_at=next_at if raw["status"] == PENDING else None,
             attempts=[json.loads(attempt) for attempt in attempts],
+            subject="batch" if ":batch:" in raw["job_key"] else "job",
         )
 
 

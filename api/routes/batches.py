@@ -20,7 +20,7 @@ from smartseg.api.routes.segmentations import MAX_IDEMPOTENCY_KEY_CHARS, base_ur
 from smartseg.api.services import Services
 from smartseg.shared.batches import BatchRecord
 from smartseg.shared.errors import JobAlreadyFinished, NotFound, SmartsegError, UnknownRegion
-from smartseg.shared.job_requests import check_manifest, job_spec
+from smartseg.shared.job_requests import check_manifest, check_webhook, job_spec
 from smartseg.shared.keys import BATCH
 from smartseg.shared.schemas import Batch, BatchItem, BatchRequest, SegmentationRequest
 
@@ -35,7 +35,7 @@ RESULTS_PAGE = 500  # items read from Redis at a time while results stream
     summary="Submit a batch: items inline (up to 1,000) or a JSONL manifest URL",
     responses={
         202: success({}, "Accepted: the batch, expanded by the service from now on."),
-        **error_responses(401, 413, 422, 429, 503),
+        **error_responses(401, 409, 413, 422, 429, 503),
     },
 )
 async def create_batch(
@@ -49,7 +49,7 @@ async def create_batch(
             min_length=1,
             max_length=MAX_IDEMPOTENCY_KEY_CHARS,
             pattern=r"\S",
-            description="A retry with the same key returns the first batch.",
+            description="A retry with the same key and body returns the first batch; another body is a 409.",
         ),
     ] = None,
 ) -> Response:
@@ -74,9 +74,22 @@ async def create_batch(
         "region": defaults.region,
         "region_policy": defaults.region_policy,
     }
+    webhook_url = body.webhook_url
+    if webhook_url is None:
+        default = await run_in_threadpool(services.webhooks.default_target, caller.owner)
+        webhook_url = default.url if default and "completed" in default.events else None
+    if webhook_url is not None:
+        check_webhook(webhook_url, services.fetch_limits)
     idem = hashlib.sha256(idempotency_key.encode()).hexdigest() if idempotency_key else None
     batch, created = await run_in_threadpool(
-        services.batches.create, caller.owner, body.manifest_url or "inline", stored_defaults, items, idem
+        services.batches.create,
+        caller.owner,
+        body.manifest_url or "inline",
+        stored_defaults,
+        items,
+        idem,
+        webhook_url,
+        hashlib.sha256(body.model_dump_json().encode()).hexdigest(),
     )
     headers = {"Location": f"/v1/batches/{batch.id}"}
     if not created:

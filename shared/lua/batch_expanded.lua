@@ -4,6 +4,7 @@
 -- ARGV: [1] total items
 -- Returns: the batch's status
 --- @include "clock.lua"
+--- @include "webhook.lua"
 --- @include "batch.lua"
 local batch = KEYS[1]
 if redis.call('HGET', batch, 'status') ~= 'expanding' then return redis.call('HGET', batch, 'status') end

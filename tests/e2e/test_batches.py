@@ -94,3 +94,28 @@ def test_a_canceled_batch_runs_no_more_items(running_stack: RunningStack, image_
     assert status_of(api, batch_id)["submitted"] == settled and int(settled) < 3000  # type: ignore[call-overload]
     until(lambda: status_of(api, batch_id)["counts"]["queued_or_running"] == 0)  # type: ignore[index]
     assert status_of(api, batch_id)["counts"]["canceled"] > 0  # type: ignore[index]
+
+
+def test_a_router_killed_during_expansion_is_replaced_and_no_item_is_made_twice(
+    running_stack: RunningStack, image_server: ImageServer
+) -> None:
+    image_url = image_server.add_png("restart-scene.png", demo_scene().image)
+    lines = [json.dumps({"image_url": image_url, "prompt": "red circle"}) for _ in range(400)]
+    image_server.images["restart-manifest.jsonl"] = "\n".join(lines).encode()
+    api = api_client(running_stack)
+    stack = running_stack.stack
+    batch_id = api.post(
+        "/v1/batches", json={"manifest_url": f"{image_server.base_url}/restart-manifest.jsonl"}
+    ).json()["id"]
+    until(lambda: int(status_of(api, batch_id)["submitted"]) >= 64)  # type: ignore[call-overload]
+    assert stack.router is not None
+    stack.router.kill()  # SIGKILL, mid-expansion: its open manifest stream dies with it
+    stack.router.wait(timeout=10)
+    stack.start_router()  # a new copy takes the lock once the old one's expires, and resumes
+    until(lambda: status_of(api, batch_id)["status"] == "completed")
+    batch = status_of(api, batch_id)
+    assert batch["total"] == 400 and batch["counts"]["succeeded"] == 400  # type: ignore[index]
+    results = [json.loads(line) for line in api.get(f"/v1/batches/{batch_id}/results").text.splitlines()]
+    assert len({result["job_id"] for result in results}) == 400  # every item once, none twice
+    listed = api.get("/v1/segmentations", params={"batch_id": batch_id, "limit": 100}).json()
+    assert len(listed["data"]) == 100 and listed["next_cursor"]

@@ -5,6 +5,8 @@ the same event again; a key's default endpoint is used by jobs that name none.""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from standardwebhooks.webhooks import Webhook
 
@@ -111,3 +113,23 @@ def test_webhook_urls_go_through_the_address_guard(running_stack: RunningStack) 
             },
         )
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "webhook_url_forbidden", url
+
+
+def test_a_batch_says_when_it_completed(running_stack: RunningStack, image_server: ImageServer) -> None:
+    image_url = image_server.add_png("webhook-batch.png", demo_scene().image)
+    api = httpx.Client(
+        base_url=running_stack.stack.api_url,
+        headers={"Authorization": f"Bearer {running_stack.api_key}"},
+        timeout=30,
+    )
+    secret = api.get("/v1/webhooks/secret").json()["secret"]
+    with serve_webhooks() as receiver:
+        items = [{"image_url": image_url, "prompt": "red circle"} for _ in range(5)]
+        created = api.post("/v1/batches", json={"items": items, "webhook_url": receiver.url}).json()
+        assert created["webhook_url"] == receiver.url
+        until(lambda: len(receiver.received) >= 1)
+        time.sleep(0.5)  # nothing else comes: the items' jobs send no webhooks of their own
+        (payload,) = verified(receiver, secret)
+    assert payload["type"] == "batch.completed"
+    assert payload["data"]["id"] == created["id"] and payload["data"]["status"] == "completed"  # type: ignore[index]
+    assert receiver.received[0].headers["webhook-id"] == f"{created['id']}.completed"

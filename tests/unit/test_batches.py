@@ -10,6 +10,7 @@ import fakeredis
 import pytest
 
 from smartseg.shared.batches import COMPLETED, EXPANDING, RUNNING, BatchStore
+from smartseg.shared.errors import IdempotencyConflict
 from smartseg.shared.fetch import FetchLimits
 from smartseg.shared.jobstore import JobRecord, JobStore
 from smartseg.shared.keys import Keys
@@ -134,3 +135,11 @@ def test_item_keys_skip_what_an_earlier_batch_did(store: JobStore, batches: Batc
     run_all(store, outbox.sent[2:])
     assert batches.get(second.id).status == COMPLETED
     assert batches.results(second.id, 0, 1)[0]["job_id"] == outbox.sent[0]  # type: ignore[index]
+
+
+def test_an_idempotency_key_returns_its_batch_and_refuses_another_body(batches: BatchStore) -> None:
+    first, created = batches.create("alice", "inline", {}, [item(0)], "key-hash", request_hash="body-a")
+    again, created_again = batches.create("alice", "inline", {}, [item(0)], "key-hash", request_hash="body-a")
+    assert created and not created_again and again.id == first.id
+    with pytest.raises(IdempotencyConflict):
+        batches.create("alice", "inline", {}, [item(1)], "key-hash", request_hash="body-b")

@@ -12,6 +12,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from smartseg.api.deliverer import Deliverer
+from smartseg.shared.batches import BatchStore
 from smartseg.shared.fetch import FetchLimits, GuardedPoster
 from smartseg.shared.jobspec import JobSpec, WebhookTarget
 from smartseg.shared.jobstore import JobRecord, JobStore
@@ -106,7 +107,8 @@ def deliverer(
     poster = GuardedPoster(
         FetchLimits(), transport=httpx.MockTransport(receiver), resolver=lambda host, port: ["93.184.216.34"]
     )
-    return Deliverer(settings, store, webhooks, NoStorage(), poster)  # type: ignore[arg-type]
+    batches = BatchStore(webhooks.client, Keys("t"), 3600)
+    return Deliverer(settings, store, webhooks, NoStorage(), poster, batches)  # type: ignore[arg-type]
 
 
 def finished_job(store: JobStore) -> JobRecord:
