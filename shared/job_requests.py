@@ -54,8 +54,30 @@ def check_webhook(url: str, limits: FetchLimits) -> None:
         raise WebhookURLForbidden(exc.message.replace("image", "webhook"), exc.details) from exc
 
 
-def check_manifest(url: str, limits: FetchLimits) -> None:
-    """The image URL rules, refused as ``manifest_url_forbidden``."""
+S3_SCHEME = "s3://"
+
+
+def s3_location(url: str) -> tuple[str, str] | None:
+    """(bucket, key) of an ``s3://bucket/key`` URL (any case of the scheme); None for another URL."""
+    if url[: len(S3_SCHEME)].lower() != S3_SCHEME:
+        return None
+    bucket, _, key = url[len(S3_SCHEME) :].partition("/")
+    return bucket, key
+
+
+def check_manifest(url: str, limits: FetchLimits, s3_prefixes: list[str]) -> None:
+    """http(s) under the image URL rules, or ``s3://`` under one of ``s3_prefixes`` ("bucket/prefix"):
+    the service's own S3 credentials read it, so only where the operator allowed. Refused as
+    ``manifest_url_forbidden``."""
+    location = s3_location(url)
+    if location is not None:
+        bucket, key = location
+        if not (bucket and key and any(f"{bucket}/{key}".startswith(prefix) for prefix in s3_prefixes)):
+            raise ManifestURLForbidden(
+                "The manifest is not under an S3 prefix this deployment reads manifests from.",
+                {"allowed": s3_prefixes},
+            )
+        return
     try:
         check_webhook_url(url, limits)
     except ImageURLForbidden as exc:

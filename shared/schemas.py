@@ -402,8 +402,11 @@ class BatchRequest(BaseModel):
         default=None,
         min_length=1,
         max_length=MAX_WEBHOOK_URL_CHARS,
-        pattern=WEBHOOK_URL_PATTERN,
-        description="http(s) URL of a JSONL manifest, read as a stream; the image URL rules apply.",
+        pattern=r"^([hH][tT][tT][pP][sS]?|[sS]3)://",
+        description=(
+            "JSONL manifest, read as a stream: http(s) under the image URL rules, or s3://bucket/key under "
+            "a prefix the deployment allows (SMARTSEG_MANIFEST_S3_PREFIXES)."
+        ),
     )
     defaults: BatchDefaults = Field(default_factory=BatchDefaults)
     webhook_url: str | None = Field(

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # Batches: at most this many of a batch's jobs queued or running at once (the moving window).
     batch_window: int = Field(default=64, ge=1)
     batch_manifest_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    # "bucket/prefix" entries s3:// manifests may be read from, with the service's own S3 credentials;
+    # empty: s3:// manifests are refused (they could name any object those credentials reach).
+    manifest_s3_prefixes: CommaList = []
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
     lease_s: float = Field(default=30.0, gt=1)
@@ -110,6 +113,7 @@ class Settings(BaseSettings):
         "fetch_allowed_networks",
         "fetch_allowed_ports",
         "webhook_retry_schedule_s",
+        "manifest_s3_prefixes",
         mode="before",
     )
     @classmethod

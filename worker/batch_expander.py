@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -23,12 +24,13 @@ from smartseg.shared.errors import (
     ImageFetchFailed,
     ImageURLForbidden,
     JobAlreadyFinished,
+    ManifestURLForbidden,
     NotFound,
     SmartsegError,
     TooManyJobs,
 )
 from smartseg.shared.fetch import FetchLimits, ImageFetcher, image_filename_stem, read_lines
-from smartseg.shared.job_requests import job_spec
+from smartseg.shared.job_requests import check_manifest, job_spec, s3_location
 from smartseg.shared.jobstore import JobStore
 from smartseg.shared.outbox import Outbox
 from smartseg.shared.schemas import BatchItem, SegmentationRequest, item_error
@@ -41,7 +43,13 @@ MANIFEST_READ_S = 6 * 3600  # a manifest's stream may stay open this long while 
 
 class BatchExpander:
     def __init__(
-        self, settings: Settings, store: JobStore, batches: BatchStore, outbox: Outbox, limits: FetchLimits
+        self,
+        settings: Settings,
+        store: JobStore,
+        batches: BatchStore,
+        outbox: Outbox,
+        limits: FetchLimits,
+        s3: Any = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -49,6 +57,7 @@ class BatchExpander:
         self.outbox = outbox
         self.limits = limits
         self.fetcher = ImageFetcher(limits)  # reads manifests, under the image URL rules
+        self.s3 = s3  # reads s3:// manifests under the allowed prefixes
         self._manifests: dict[str, tuple[int, Iterator[str]]] = {}  # open streams: next index, lines
 
     def tick(self) -> int:
@@ -73,7 +82,7 @@ class BatchExpander:
         start = batch.counts["submitted"]
         try:
             lines, exhausted = self._next(batch, start, room)
-        except (ImageFetchFailed, ImageURLForbidden) as exc:
+        except (ImageFetchFailed, ImageURLForbidden, ManifestURLForbidden) as exc:
             self._manifests.pop(batch.id, None)
             self.batches.fail(
                 batch.id, {"code": exc.code, "message": exc.message.replace("image", "manifest")}
@@ -99,15 +108,37 @@ class BatchExpander:
             return lines, len(lines) < room
         index, stream = self._manifests.get(batch.id, (-1, iter(())))
         if index != start:  # first read, or resumed by another router: skip what is done
-            stream = read_lines(
-                self.fetcher, batch.source, self.settings.batch_manifest_max_bytes, MANIFEST_READ_S
-            )
+            stream = self._open(batch.source)
             for _ in range(start):
                 if next(stream, None) is None:
                     return [], True
         lines = [line for _, line in zip(range(room), stream, strict=False)]
         self._manifests[batch.id] = (start + len(lines), stream)
         return lines, len(lines) < room
+
+    def _open(self, url: str) -> Iterator[str]:
+        """A manifest's non-blank lines, as a stream: over http(s), or from S3 with the service's client."""
+        location = s3_location(url)
+        if location is None:
+            return read_lines(self.fetcher, url, self.settings.batch_manifest_max_bytes, MANIFEST_READ_S)
+        check_manifest(
+            url, self.limits, self.settings.manifest_s3_prefixes
+        )  # the allowed prefixes may change
+        return self._s3_lines(*location)
+
+    def _s3_lines(self, bucket: str, key: str) -> Iterator[str]:
+        try:
+            found = self.s3.get_object(Bucket=bucket, Key=key)
+        except Exception as exc:  # botocore's errors: missing object, no access, S3 down
+            raise ImageFetchFailed(
+                f"Could not read the manifest s3://{bucket}/{key}: {type(exc).__name__}."
+            ) from exc
+        if found["ContentLength"] > self.settings.batch_manifest_max_bytes:
+            raise ImageFetchFailed(f"The manifest is over {self.settings.batch_manifest_max_bytes} bytes.")
+        with contextlib.closing(found["Body"]) as body:
+            for line in body.iter_lines():
+                if line.strip():
+                    yield line.decode("utf-8", "replace")
 
     def _make(self, batch: BatchRecord, index: int, line: str) -> str | None:
         """Item ``index`` made into a job (recorded in the batch); the new job's id, if one was made."""

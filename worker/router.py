@@ -36,6 +36,7 @@ from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.regions import RegionState, least_loaded, least_loaded_first, region_states
 from smartseg.shared.scripts import register
 from smartseg.shared.settings import Settings
+from smartseg.shared.storage import MaskStorage
 from smartseg.worker.batch_expander import BatchExpander
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,8 @@ def run(settings: Settings, stop: threading.Event) -> None:
     celery = make_celery(settings)
     router = Router(client, store, celery, settings.regions)
     batches = BatchStore(client, store.keys, settings.job_ttl_s)
-    expander = BatchExpander(settings, store, batches, Outbox(store, celery), fetch_limits(settings))
+    s3 = MaskStorage.from_settings(settings).client if settings.manifest_s3_prefixes else None
+    expander = BatchExpander(settings, store, batches, Outbox(store, celery), fetch_limits(settings), s3)
     active = False
     try:
         while not stop.is_set():

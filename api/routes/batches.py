@@ -68,7 +68,7 @@ async def create_batch(
                 raise
         items = [item.model_dump_json(exclude_unset=True) for item in body.items]
     else:
-        check_manifest(str(body.manifest_url), services.fetch_limits)
+        check_manifest(str(body.manifest_url), services.fetch_limits, services.settings.manifest_s3_prefixes)
     stored_defaults = {
         "options": defaults.options.model_dump(exclude_unset=True),
         "region": defaults.region,

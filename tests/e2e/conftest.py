@@ -67,6 +67,8 @@ def running_stack(
             # Webhook retries in a fraction of a second, not a day.
             "webhook_retry_schedule_s": ["0.2", "0.2", "0.2"],
             "webhook_timeout_s": 1.0,
+            # Batch manifests may be read from here with the service's own S3 credentials.
+            "manifest_s3_prefixes": [f"{service_settings.s3_bucket}/manifests/"],
         }
     )
     stack = Stack(settings, Path(tmp_path_factory.mktemp("stack")), worker_regions=SERVED_REGIONS).start()

@@ -9,6 +9,7 @@ import time
 
 import httpx
 
+from smartseg.shared.storage import MaskStorage
 from smartseg.testing.scenes import demo_scene
 from tests.e2e.chaos import until
 from tests.e2e.conftest import ImageServer, RunningStack
@@ -119,3 +120,26 @@ def test_a_router_killed_during_expansion_is_replaced_and_no_item_is_made_twice(
     assert len({result["job_id"] for result in results}) == 400  # every item once, none twice
     listed = api.get("/v1/segmentations", params={"batch_id": batch_id, "limit": 100}).json()
     assert len(listed["data"]) == 100 and listed["next_cursor"]
+
+
+def test_a_manifest_in_s3_under_an_allowed_prefix_is_read_and_others_are_refused(
+    running_stack: RunningStack, image_server: ImageServer
+) -> None:
+    image_url = image_server.add_png("s3-scene.png", demo_scene().image)
+    settings = running_stack.stack.settings
+    storage = MaskStorage.from_settings(settings)
+    lines = [
+        json.dumps({"image_url": image_url, "prompt": "red circle", "key": f"s3-{n}"}) for n in range(30)
+    ]
+    storage.client.put_object(
+        Bucket=settings.s3_bucket, Key="manifests/s3.jsonl", Body="\n".join(lines).encode()
+    )
+    api = api_client(running_stack)
+    created = api.post("/v1/batches", json={"manifest_url": f"S3://{settings.s3_bucket}/manifests/s3.jsonl"})
+    assert created.status_code == 202, created.text
+    batch_id = created.json()["id"]
+    until(lambda: status_of(api, batch_id)["status"] == "completed")
+    assert status_of(api, batch_id)["counts"]["succeeded"] == 30  # type: ignore[index]
+    for url in (f"s3://{settings.s3_bucket}/jobs/other-tenant.png", "s3://another-bucket/manifests/x.jsonl"):
+        refused = api.post("/v1/batches", json={"manifest_url": url})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "manifest_url_forbidden", url

@@ -143,3 +143,14 @@ def test_an_idempotency_key_returns_its_batch_and_refuses_another_body(batches: 
     assert created and not created_again and again.id == first.id
     with pytest.raises(IdempotencyConflict):
         batches.create("alice", "inline", {}, [item(1)], "key-hash", request_hash="body-b")
+
+
+def test_two_keys_batches_progress_side_by_side(store: JobStore, batches: BatchStore) -> None:
+    first, _ = batches.create("alice", "inline", {}, [item(n) for n in range(10)])
+    second, _ = batches.create("bob", "inline", {}, [item(n) for n in range(10)])
+    expand, outbox = expander(store, batches, window=2)
+    expand.tick()
+    # One tick: each batch gets its own window of jobs; the older one does not go first to the end.
+    assert [batches.get(batch.id).counts["submitted"] for batch in (first, second)] == [2, 2]
+    owners = [job.owner for job in store.get_many(outbox.sent) if job is not None]
+    assert sorted(owners) == ["alice", "alice", "bob", "bob"]
