@@ -15,13 +15,14 @@ from smartseg.api.waiter import JobWaiter
 from smartseg.shared.batches import BatchStore
 from smartseg.shared.celery_app import make_celery
 from smartseg.shared.fetch import FetchLimits, fetch_limits
+from smartseg.shared.jobspec import WebhookTarget
 from smartseg.shared.jobstore import JobStore
 from smartseg.shared.keys import Keys
 from smartseg.shared.outbox import Outbox
 from smartseg.shared.redis_connection import async_redis_client, redis_client
 from smartseg.shared.settings import Settings
 from smartseg.shared.storage import MaskStorage
-from smartseg.shared.webhooks import WebhookStore
+from smartseg.shared.webhooks import WebhookStore, target_from_hash
 
 
 @dataclass
@@ -40,6 +41,10 @@ class Services:
     rate_limits: RateLimiter
     webhooks: WebhookStore
     batches: BatchStore
+
+    async def default_webhook(self, owner: str) -> WebhookTarget | None:
+        """The owner's default webhook endpoint, for a submit that names none (one async read)."""
+        return target_from_hash(await self.redis_async.hgetall(self.store.keys.webhook_default(owner)))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:

@@ -214,8 +214,5 @@ class BatchStore:
 
     def job_ids(self, batch_id: str) -> list[str]:
         """Every job the batch made, in no particular order."""
-        return [
-            str(json.loads(entry)["job_id"])
-            for entry in self.client.hvals(self.keys.batch_results(batch_id))
-            if json.loads(entry)["job_id"]
-        ]
+        entries = (json.loads(entry) for entry in self.client.hvals(self.keys.batch_results(batch_id)))
+        return [str(entry["job_id"]) for entry in entries if entry["job_id"]]

@@ -200,13 +200,30 @@ class ImageFetcher:
             return FetchedImage(data=data, content_type=content_type, url=DATA_URL_LABEL)
         deadline = time.monotonic() + self._limits.total_timeout
         pins: dict[str, tuple[str, ...]] = {}
-        transport_context: contextlib.AbstractContextManager[httpx.BaseTransport] = (
-            contextlib.nullcontext(self._transport)
-            if self._transport is not None
-            else _PinnedTransport(pins, deadline, self._ssl_context, checkpoint)
-        )
-        with transport_context as transport:
+        with self._transport_for(pins, deadline, checkpoint) as transport:
             return self._fetch_http(url, transport, pins, deadline)
+
+    def pinned(
+        self, url: str, deadline: float
+    ) -> tuple[httpx.URL, contextlib.AbstractContextManager[httpx.BaseTransport]]:
+        """For one request that is not an image download (a manifest, a webhook): the checked URL, and
+        a transport that dials only its host's validated addresses, until ``deadline``."""
+        parsed = _parse_http_url(url, self._limits.allowed_ports)
+        pins: dict[str, tuple[str, ...]] = {}
+        self._pin(parsed, pins)
+        return parsed, self._transport_for(pins, deadline)
+
+    def _transport_for(
+        self, pins: dict[str, tuple[str, ...]], deadline: float, checkpoint: Checkpoint | None = None
+    ) -> contextlib.AbstractContextManager[httpx.BaseTransport]:
+        if self._transport is not None:
+            return contextlib.nullcontext(self._transport)
+        return _PinnedTransport(pins, deadline, self._ssl_context, checkpoint)
+
+    def _pin(self, parsed: httpx.URL, pins: dict[str, tuple[str, ...]]) -> None:
+        """The pinned transport connects only to what is recorded here for the URL's host."""
+        host = _host_of(parsed)
+        pins[host] = self._validated_addresses(host, parsed.port or DEFAULT_PORTS[parsed.scheme])
 
     def _fetch_http(
         self,
@@ -217,10 +234,7 @@ class ImageFetcher:
     ) -> FetchedImage:
         for _ in range(self._limits.max_redirects + 1):
             parsed = _parse_http_url(url, self._limits.allowed_ports)
-            host = _host_of(parsed)
-            port = parsed.port or DEFAULT_PORTS[parsed.scheme]
-            # The pinned transport connects only to what is recorded here for this host.
-            pins[host] = self._validated_addresses(host, port)
+            self._pin(parsed, pins)
             request = httpx.Request(
                 "GET", parsed, headers=REQUEST_HEADERS, extensions={"timeout": self._timeouts(deadline)}
             )
@@ -298,14 +312,7 @@ def read_lines(fetcher: ImageFetcher, url: str, max_bytes: int, read_s: float) -
     """The non-blank lines of a text document (a JSONL manifest), read as a stream, under ``fetcher``'s
     address guard (no redirects); ImageFetchFailed past ``max_bytes`` or ``read_s``, or on a non-2xx."""
     deadline = time.monotonic() + read_s
-    parsed = _parse_http_url(url, fetcher._limits.allowed_ports)
-    host = _host_of(parsed)
-    pins = {host: fetcher._validated_addresses(host, parsed.port or DEFAULT_PORTS[parsed.scheme])}
-    transport_context: contextlib.AbstractContextManager[httpx.BaseTransport] = (
-        contextlib.nullcontext(fetcher._transport)
-        if fetcher._transport is not None
-        else _PinnedTransport(pins, deadline, fetcher._ssl_context)
-    )
+    parsed, transport_context = fetcher.pinned(url, deadline)
     request = httpx.Request(
         "GET", parsed, headers=REQUEST_HEADERS, extensions={"timeout": fetcher._timeouts(deadline)}
     )
@@ -343,15 +350,7 @@ class GuardedPoster:
 
     def post(self, url: str, content: bytes, headers: dict[str, str], timeout_s: float) -> int:
         """The status code the endpoint answered with, within ``timeout_s`` for the whole exchange."""
-        deadline = time.monotonic() + timeout_s
-        parsed = _parse_http_url(url, self._guard._limits.allowed_ports)
-        host = _host_of(parsed)
-        pins = {host: self._guard._validated_addresses(host, parsed.port or DEFAULT_PORTS[parsed.scheme])}
-        transport_context: contextlib.AbstractContextManager[httpx.BaseTransport] = (
-            contextlib.nullcontext(self._guard._transport)
-            if self._guard._transport is not None
-            else _PinnedTransport(pins, deadline, self._guard._ssl_context)
-        )
+        parsed, transport_context = self._guard.pinned(url, time.monotonic() + timeout_s)
         timeouts = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
         request = httpx.Request(
             "POST", parsed, headers=headers, content=content, extensions={"timeout": timeouts}

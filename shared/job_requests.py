@@ -4,11 +4,32 @@ submit, the batch expander for each item."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from smartseg.shared.errors import ImageURLForbidden, ManifestURLForbidden, UnknownRegion, WebhookURLForbidden
 from smartseg.shared.fetch import FetchLimits, check_image_url, check_webhook_url
 from smartseg.shared.jobspec import JobOptions, JobSpec, WebhookTarget
-from smartseg.shared.schemas import SegmentationRequest
+from smartseg.shared.keys import BATCH
+from smartseg.shared.schemas import BatchItem, SegmentationRequest
 from smartseg.shared.settings import Settings
+
+
+def item_request(item: BatchItem, defaults: Mapping[str, Any]) -> SegmentationRequest:
+    """A batch item as the submit it stands for: the batch's ``defaults`` (as stored: ``options``,
+    ``region``, ``region_policy``) under the item's own options, at batch priority."""
+    own = item.options.model_dump(exclude_unset=True) if item.options else {}
+    prompt = {"prompt": item.prompt} if item.prompt is not None else {"prompts": item.prompts}
+    return SegmentationRequest.model_validate(
+        {
+            "image_url": item.image_url,
+            "options": {**defaults.get("options", {}), **own},
+            "region": defaults.get("region"),
+            "region_policy": defaults.get("region_policy", "prefer"),
+            "priority": BATCH,
+            **prompt,
+        }
+    )
 
 
 def job_spec(

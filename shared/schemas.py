@@ -54,6 +54,10 @@ def has_word(value: str) -> str:
 # Request models are strict: besides refusing "0.3" for a number and true for an integer, strict string
 # validation refuses text with a lone surrogate, which a job record could not hold or send back.
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# A webhook endpoint, wherever one is given (a job, a batch, a key's default).
+WebhookUrl = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_WEBHOOK_URL_CHARS, pattern=WEBHOOK_URL_PATTERN)
+]
 # Lengths count the prompt as sent, as the schema does; the spaces around it are dropped after.
 Prompt = Annotated[
     str,
@@ -111,11 +115,8 @@ class SegmentationRequest(BaseModel):
     )
     priority: Priority = "interactive"
     options: SegmentationOptions = Field(default_factory=SegmentationOptions)
-    webhook_url: str | None = Field(
+    webhook_url: WebhookUrl | None = Field(
         default=None,
-        min_length=1,
-        max_length=MAX_WEBHOOK_URL_CHARS,
-        pattern=WEBHOOK_URL_PATTERN,
         description=(
             "http(s) endpoint for this job's events, signed the Standard Webhooks way; the same address "
             "rules as image URLs. Without it, the key's default endpoint (PUT /v1/webhooks/default) if any."
@@ -305,7 +306,7 @@ class WebhookEndpoint(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    url: str = Field(min_length=1, max_length=MAX_WEBHOOK_URL_CHARS, pattern=WEBHOOK_URL_PATTERN)
+    url: WebhookUrl
     events: list[WebhookEvent] = Field(default=["completed"], min_length=1, max_length=2)
 
 
@@ -409,11 +410,8 @@ class BatchRequest(BaseModel):
         ),
     )
     defaults: BatchDefaults = Field(default_factory=BatchDefaults)
-    webhook_url: str | None = Field(
+    webhook_url: WebhookUrl | None = Field(
         default=None,
-        min_length=1,
-        max_length=MAX_WEBHOOK_URL_CHARS,
-        pattern=WEBHOOK_URL_PATTERN,
         description=(
             "Where `batch.completed` goes when every item has ended (else the key's default endpoint, if it "
             "takes `completed`). Items' own jobs send no webhooks."

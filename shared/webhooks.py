@@ -93,8 +93,11 @@ class WebhookStore:
         """The secrets that sign the owner's deliveries, current first: two during a rotation's overlap.
         The first is made on first use."""
         key = self.keys.webhook_secrets(owner)
-        self.client.hsetnx(key, "current", new_secret())
-        current, previous, until = self.client.hmget(key, ["current", "previous", "previous_until"])
+        fields = ["current", "previous", "previous_until"]
+        current, previous, until = self.client.hmget(key, fields)
+        if current is None:  # made once, on first use; written only then, not on every delivery
+            self.client.hsetnx(key, "current", new_secret())
+            current, previous, until = self.client.hmget(key, fields)
         signing = [str(current)]
         if previous and until and float(until) > time.time():
             signing.append(str(previous))

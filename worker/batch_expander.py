@@ -30,10 +30,10 @@ from smartseg.shared.errors import (
     TooManyJobs,
 )
 from smartseg.shared.fetch import FetchLimits, ImageFetcher, image_filename_stem, read_lines
-from smartseg.shared.job_requests import check_manifest, job_spec, s3_location
+from smartseg.shared.job_requests import check_manifest, item_request, job_spec, s3_location
 from smartseg.shared.jobstore import JobStore
 from smartseg.shared.outbox import Outbox
-from smartseg.shared.schemas import BatchItem, SegmentationRequest, item_error
+from smartseg.shared.schemas import BatchItem, item_error
 from smartseg.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class BatchExpander:
         try:
             item = BatchItem.model_validate_json(line)
             key = item.key
-            spec = job_spec(self._request(batch, item), self.settings, self.limits)
+            spec = job_spec(item_request(item, batch.defaults), self.settings, self.limits)
             job, created = self.store.create(
                 owner=batch.owner,
                 spec=spec,
@@ -168,17 +168,3 @@ class BatchExpander:
             self.outbox.send(job)  # if this process dies first, the job is owed and the router sends it
         self.batches.record_item(batch.id, index, job.id, None, reused=job.batch_id != batch.id, key=key)
         return job.id if created else None
-
-    def _request(self, batch: BatchRecord, item: BatchItem) -> SegmentationRequest:
-        defaults = batch.defaults
-        own = item.options.model_dump(exclude_unset=True) if item.options else {}
-        options = {**defaults.get("options", {}), **own}  # the item's own options over the batch's
-        fields = {
-            "image_url": item.image_url,
-            "options": options,
-            "region": defaults.get("region"),
-            "region_policy": defaults.get("region_policy", "prefer"),
-            "priority": "batch",
-            **({"prompt": item.prompt} if item.prompt is not None else {"prompts": item.prompts}),
-        }
-        return SegmentationRequest.model_validate(fields)

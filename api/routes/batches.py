@@ -7,22 +7,21 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Iterator
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from smartseg.api.deps import Owner, ServicesDep, SubmitCaller, take_token
 from smartseg.api.job_view import batch_view, job_view
 from smartseg.api.responses import error_responses, json_response, success
-from smartseg.api.routes.segmentations import MAX_IDEMPOTENCY_KEY_CHARS, base_url
+from smartseg.api.routes.segmentations import IdempotencyKey, base_url
 from smartseg.api.services import Services
 from smartseg.shared.batches import BatchRecord
 from smartseg.shared.errors import JobAlreadyFinished, NotFound, SmartsegError, UnknownRegion
-from smartseg.shared.job_requests import check_manifest, check_webhook, job_spec
+from smartseg.shared.job_requests import check_manifest, check_webhook, item_request, job_spec
 from smartseg.shared.keys import BATCH
-from smartseg.shared.schemas import Batch, BatchItem, BatchRequest, SegmentationRequest
+from smartseg.shared.schemas import Batch, BatchRequest
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 RESULTS_PAGE = 500  # items read from Redis at a time while results stream
@@ -43,25 +42,22 @@ async def create_batch(
     caller: SubmitCaller,
     services: ServicesDep,
     request: Request,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            min_length=1,
-            max_length=MAX_IDEMPOTENCY_KEY_CHARS,
-            pattern=r"\S",
-            description="A retry with the same key and body returns the first batch; another body is a 409.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     await take_token(services, request, caller, BATCH)
     defaults = body.defaults
     if defaults.region is not None and defaults.region not in services.settings.regions:
         raise UnknownRegion(f"unknown region {defaults.region!r}", {"regions": services.settings.regions})
+    stored_defaults = {
+        "options": defaults.options.model_dump(exclude_unset=True),
+        "region": defaults.region,
+        "region_policy": defaults.region_policy,
+    }
     items = None
     if body.items is not None:  # checked now, as submits are: the client learns of a bad item at once
         for index, item in enumerate(body.items):
             try:
-                job_spec(_item_request(body, item), services.settings, services.fetch_limits)
+                job_spec(item_request(item, stored_defaults), services.settings, services.fetch_limits)
             except SmartsegError as exc:  # which item, so a client can drop it and send the rest
                 exc.message = f"item {index}: {exc.message}"
                 exc.details = {**exc.details, "item": index}
@@ -69,14 +65,9 @@ async def create_batch(
         items = [item.model_dump_json(exclude_unset=True) for item in body.items]
     else:
         check_manifest(str(body.manifest_url), services.fetch_limits, services.settings.manifest_s3_prefixes)
-    stored_defaults = {
-        "options": defaults.options.model_dump(exclude_unset=True),
-        "region": defaults.region,
-        "region_policy": defaults.region_policy,
-    }
     webhook_url = body.webhook_url
     if webhook_url is None:
-        default = await run_in_threadpool(services.webhooks.default_target, caller.owner)
+        default = await services.default_webhook(caller.owner)
         webhook_url = default.url if default and "completed" in default.events else None
     if webhook_url is not None:
         check_webhook(webhook_url, services.fetch_limits)
@@ -95,21 +86,6 @@ async def create_batch(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return json_response(batch_view(batch), status_code=202, headers=headers)
-
-
-def _item_request(body: BatchRequest, item: BatchItem) -> SegmentationRequest:
-    own = item.options.model_dump(exclude_unset=True) if item.options else {}
-    prompt = {"prompt": item.prompt} if item.prompt is not None else {"prompts": item.prompts}
-    return SegmentationRequest.model_validate(
-        {
-            "image_url": item.image_url,
-            "options": {**body.defaults.options.model_dump(exclude_unset=True), **own},
-            "region": body.defaults.region,
-            "region_policy": body.defaults.region_policy,
-            "priority": BATCH,
-            **prompt,
-        }
-    )
 
 
 @router.get(

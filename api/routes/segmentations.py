@@ -18,7 +18,6 @@ from smartseg.shared.fetch import image_filename_stem
 from smartseg.shared.job_requests import job_spec
 from smartseg.shared.jobstore import DEFAULT_PAGE_SIZE, JobRecord, JobStatus
 from smartseg.shared.schemas import DeliveryList, DeliveryView, Job, JobList, SegmentationRequest
-from smartseg.shared.webhooks import target_from_hash
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/segmentations", tags=["segmentations"])
@@ -28,6 +27,19 @@ MAX_PAGE_SIZE = 100
 _WAIT_PREFERENCE = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]+)", re.IGNORECASE)
 # More digits than this is more seconds than any cap: read as "as long as allowed" without parsing it.
 MAX_WAIT_DIGITS = 6
+# For submits of jobs and of batches alike.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_CHARS,
+        pattern=r"\S",  # HTTP strips spaces around a header value: a blank one arrives empty
+        description=(
+            "A retry with the same key and body returns what the first one made (for "
+            "`SMARTSEG_IDEMPOTENCY_TTL_S`); another body under the key is a 409."
+        ),
+    ),
+]
 PreferHeader = Annotated[str | None, Header(description="`wait=N` holds the response until done or N s pass")]
 
 
@@ -90,24 +102,10 @@ async def create_segmentation(
     services: ServicesDep,
     request: Request,
     prefer: PreferHeader = None,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            min_length=1,
-            max_length=MAX_IDEMPOTENCY_KEY_CHARS,
-            pattern=r"\S",  # HTTP strips spaces around a header value: a blank one arrives empty
-            description=(
-                "A retry with the same key and body returns the first job, for `SMARTSEG_IDEMPOTENCY_TTL_S`."
-            ),
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     # Everything that can refuse the request runs before the job exists: once created, it is answered.
-    default_webhook = None
-    if body.webhook_url is None:
-        default_webhook = target_from_hash(
-            await services.redis_async.hgetall(services.store.keys.webhook_default(caller.owner))
-        )
+    default_webhook = None if body.webhook_url else await services.default_webhook(caller.owner)
     spec = job_spec(body, services.settings, services.fetch_limits, default_webhook)
     await take_token(services, request, caller, spec.priority)  # batch submits have a budget of their own
     wait_s = requested_wait(prefer, services.settings.max_wait_s)

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import httpx
+
 from smartseg.api.auth import OWNER_ID_CHARS
 from smartseg.cli.launcher import Stack
 from smartseg.shared.client import SmartsegClient
@@ -15,6 +17,7 @@ from smartseg.shared.credentials import hash_api_key
 from smartseg.shared.jobstore import JobStore
 from smartseg.testing.image_server import serve_pngs
 from smartseg.testing.scenes import generate_scene
+from tests.e2e.conftest import RunningStack
 
 
 @contextmanager
@@ -25,6 +28,12 @@ def fast_and_slow_image_urls(seed: int, slow_fetch_s: float) -> Iterator[tuple[s
     images = {"fast.png": buffer.getvalue(), "slow.png": buffer.getvalue()}
     with serve_pngs(images, delays_s={"slow.png": slow_fetch_s}) as base:
         yield f"{base}/fast.png", f"{base}/slow.png"
+
+
+def api_client(stack: RunningStack, api_key: str | None = None) -> httpx.Client:
+    """A plain HTTP client of the running stack's API, with a key (the stack's first by default)."""
+    headers = {"Authorization": f"Bearer {api_key or stack.api_key}"}
+    return httpx.Client(base_url=stack.stack.api_url, headers=headers, timeout=30)
 
 
 def until(check: Callable[[], bool], timeout_s: float = 120.0, every_s: float = 0.1) -> None:

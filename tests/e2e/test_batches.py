@@ -11,13 +11,8 @@ import httpx
 
 from smartseg.shared.storage import MaskStorage
 from smartseg.testing.scenes import demo_scene
-from tests.e2e.chaos import until
+from tests.e2e.chaos import api_client, until
 from tests.e2e.conftest import ImageServer, RunningStack
-
-
-def api_client(stack: RunningStack) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {stack.api_key}"}
-    return httpx.Client(base_url=stack.stack.api_url, headers=headers, timeout=30)
 
 
 def status_of(api: httpx.Client, batch_id: str) -> dict[str, object]:

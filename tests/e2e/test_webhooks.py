@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import time
 
-import httpx
 from standardwebhooks.webhooks import Webhook
 
 from smartseg.testing.scenes import demo_scene
 from smartseg.testing.webhook_receiver import HANG, WebhookReceiver, serve_webhooks
-from tests.e2e.chaos import until
+from tests.e2e.chaos import api_client, until
 from tests.e2e.conftest import ImageServer, RunningStack
 
 
@@ -25,11 +24,7 @@ def test_a_job_event_is_retried_through_failures_and_verifies(
     running_stack: RunningStack, image_server: ImageServer
 ) -> None:
     image_url = image_server.add_png("webhook-scene.png", demo_scene().image)
-    api = httpx.Client(
-        base_url=running_stack.stack.api_url,
-        headers={"Authorization": f"Bearer {running_stack.api_key}"},
-        timeout=30,
-    )
+    api = api_client(running_stack)
     secret = api.get("/v1/webhooks/secret").json()["secret"]
     with serve_webhooks([500, HANG, 204]) as receiver:
         created = api.post(
@@ -70,11 +65,7 @@ def test_the_default_endpoint_gets_started_and_completed(
     running_stack: RunningStack, image_server: ImageServer
 ) -> None:
     image_url = image_server.add_png("webhook-default.png", demo_scene().image)
-    api = httpx.Client(
-        base_url=running_stack.stack.api_url,
-        headers={"Authorization": f"Bearer {running_stack.other_api_key}"},
-        timeout=30,
-    )
+    api = api_client(running_stack, running_stack.other_api_key)
     with serve_webhooks() as receiver:
         put = api.put("/v1/webhooks/default", json={"url": receiver.url, "events": ["started", "completed"]})
         assert put.status_code == 200, put.text
@@ -98,11 +89,7 @@ def test_the_default_endpoint_gets_started_and_completed(
 
 
 def test_webhook_urls_go_through_the_address_guard(running_stack: RunningStack) -> None:
-    api = httpx.Client(
-        base_url=running_stack.stack.api_url,
-        headers={"Authorization": f"Bearer {running_stack.api_key}"},
-        timeout=30,
-    )
+    api = api_client(running_stack)
     for url in ("http://169.254.169.254/latest", "http://10.0.0.1/hooks", "HTTP://[::1]:8080/x"):
         refused = api.post(
             "/v1/segmentations",
@@ -117,11 +104,7 @@ def test_webhook_urls_go_through_the_address_guard(running_stack: RunningStack) 
 
 def test_a_batch_says_when_it_completed(running_stack: RunningStack, image_server: ImageServer) -> None:
     image_url = image_server.add_png("webhook-batch.png", demo_scene().image)
-    api = httpx.Client(
-        base_url=running_stack.stack.api_url,
-        headers={"Authorization": f"Bearer {running_stack.api_key}"},
-        timeout=30,
-    )
+    api = api_client(running_stack)
     secret = api.get("/v1/webhooks/secret").json()["secret"]
     with serve_webhooks() as receiver:
         items = [{"image_url": image_url, "prompt": "red circle"} for _ in range(5)]
