@@ -6,15 +6,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# api/, worker/, shared/, cli/ and testing/ install as smartseg.api, smartseg.worker, ... (pyproject.toml).
+# api/, worker/, shared/, cli/ and testing/ install as smartseg.api, smartseg.worker, ...; sdk/ is smartseg
+# itself (pyproject.toml).
 # The editable install is strict: build/__editable__*/smartseg/ holds a link per file, which mypy follows.
 # Adding or removing a file changes PACKAGE_FILES, and the links are made again.
 EDITABLE := --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
-PACKAGE_FILES := $(shell find api cli shared testing worker -name '*.py' -o -name '*.lua' -o -name py.typed \
-                   | sort | cksum | cut -d' ' -f1)
+PACKAGE_FILES := $(shell find api cli sdk shared testing worker -name '*.py' -o -name '*.lua' -o -name py.typed \
+                   -o -path 'api/static/*' -type f | sort | cksum | cut -d' ' -f1)
 LINKS := $(VENV)/.links-$(PACKAGE_FILES)
 
-.PHONY: demo test lint unit integration e2e bench bench-models clean
+.PHONY: demo test lint unit integration e2e bench bench-models clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +33,15 @@ $(LINKS): $(STAMP)
 demo: $(LINKS)
 	$(BIN)/smartseg demo --out demo-out
 
-test: $(LINKS) lint
+test: $(LINKS) lint chromium
 	$(BIN)/python -m pytest tests
+
+# The playground's browser test (tests/e2e/test_playground.py) drives Debian's Chromium; without apt it is
+# skipped and the rest of the suite still runs.
+chromium:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: chromium not installed; the browser test will be skipped" >&2; }
 
 lint: $(LINKS)
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from smartseg.api.body_limit import BodyLimit
 from smartseg.api.errors import UnexpectedErrors, install_error_handlers
 from smartseg.api.openapi import name_deployment_choices
+from smartseg.api.pages import mount_static
 from smartseg.api.rate_limits import RateLimitHeaders
 from smartseg.api.routes import api_router
 from smartseg.api.services import Services
@@ -30,10 +31,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         version="0.1.0",
         summary="Self-hostable smart segmentation: an image URL and a text prompt in, masks out.",
         lifespan=lifespan,
+        # Served from local bundles by routes/docs.py: FastAPI's own pages load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = built
     install_error_handlers(app)
     app.include_router(api_router)
+    mount_static(app)
     name_deployment_choices(app, settings.regions, settings.pipelines)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RateLimitHeaders)

@@ -73,7 +73,10 @@ def install_error_handlers(app: FastAPI) -> None:
         body = {"error": {"code": code, "message": str(exc.detail)}}
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == METHOD_NOT_ALLOWED:
-            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+            # Paths outside the document (pages, static files) keep the Allow their route gave.
+            methods = allowed_methods(app, request.url.path)
+            if methods:
+                headers["Allow"] = ", ".join(methods)
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(redis.RedisError)

@@ -21,7 +21,7 @@ def json_response(
 
 ERRORS = {
     401: "`unauthorized`: the API key is missing or unknown (revoked keys included).",
-    404: "`not_found`: no such job, or another key's job.",
+    404: "`not_found`: no such job (or output of it), or another key's job.",
     409: "`idempotency_conflict`: an Idempotency-Key reused with another body; "
     "`job_already_finished`: a cancel of a job that ended.",
     413: "`payload_too_large`: the body is over `SMARTSEG_MAX_REQUEST_BYTES` (chunked bodies too).",
@@ -30,7 +30,8 @@ ERRORS = {
     429: "`rate_limited`: the key's budget is spent (reads, interactive or batch submissions each have one); "
     "`too_many_jobs` (submits): the key has as many jobs queued or running as it may. "
     "`Retry-After`, `RateLimit-Policy` and `RateLimit` say when there is room again.",
-    503: "`service_unavailable`: Redis cannot be reached; try again.",
+    503: "`service_unavailable`: Redis (or, for an output's file, the mask storage) cannot be reached; "
+    "try again.",
 }
 
 

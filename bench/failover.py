@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from smartseg.api.auth import OWNER_ID_CHARS
 from smartseg.cli.launcher import Stack
-from smartseg.shared.client import SmartsegClient
 from smartseg.shared.credentials import hash_api_key
 from smartseg.shared.jobstore import JobStore
 from smartseg.shared.settings import Settings
+from smartseg.testing.api_client import JsonClient
 from smartseg.testing.scenes import generate_scene
 
 RESULTS = Path(__file__).resolve().parent / "results" / "failover.json"
@@ -57,7 +57,7 @@ def trial(stack: Stack, api_key: str, rate_per_s: float, before_s: float, after_
     stop = threading.Event()
 
     def submit() -> None:
-        with SmartsegClient(stack.api_url, api_key) as client:
+        with JsonClient(stack.api_url, api_key) as client:
             while not stop.is_set():
                 submitted.append(
                     client.create({"image_url": image, "prompt": "largest shape", "region": DOOMED})
@@ -72,7 +72,7 @@ def trial(stack: Stack, api_key: str, rate_per_s: float, before_s: float, after_
     time.sleep(after_s)
     stop.set()
     thread.join()
-    with SmartsegClient(stack.api_url, api_key) as client:
+    with JsonClient(stack.api_url, api_key) as client:
         done = [client.wait(job["id"], timeout_s=120) for job in submitted]
     placed_in_doomed = [job for job in done if job["region"] == SURVIVOR and job["input"]["region"] == DOOMED]
     rerouted = [job for job in placed_in_doomed if _time(job["started_at"]) > killed_at]

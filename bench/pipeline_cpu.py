@@ -29,10 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from smartseg.shared.jobspec import JobOptions
+from smartseg.shared.mask_encoding import encode_mask
 from smartseg.shared.settings import Settings
 from smartseg.testing.random_weights import save_random_model
 from smartseg.testing.scenes import generate_scene
-from smartseg.worker.mask_encoding import encode_mask
 from smartseg.worker.models.manifest import write_manifest
 from smartseg.worker.models.runtime import Runtime
 from smartseg.worker.models.sam3 import TEXT_TOKENS, Sam3Masks

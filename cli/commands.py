@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import logging
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 
-from smartseg.cli.backfill import backfill
+from smartseg.cli.api_commands import API_COMMANDS, add_api_parsers, run_api_command
 from smartseg.shared.api_keys import LIMIT_FIELDS, ApiKey, ApiKeyStore, KeyLimits
 from smartseg.shared.credentials import hash_api_key
-from smartseg.shared.errors import InvalidRequest, MissingSetting, SmartsegError
+from smartseg.shared.env_file import DEFAULT_RUN_DIR, ENV_FILE_NAME, find_env_file, write_env_file
+from smartseg.shared.errors import InvalidRequest, MissingSetting, SmartsegError, StackStartError
 from smartseg.shared.settings import Settings
+
+if TYPE_CHECKING:
+    from smartseg.cli.launcher import Stack
 
 LOCAL_NETWORKS = "127.0.0.0/8"
 DEFAULT_LIMIT = "default"  # `keys update --max-active-jobs default`: back to the setting's value
@@ -41,11 +48,40 @@ def run_dir(args: argparse.Namespace) -> Path:
     return Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="smartseg-"))
 
 
+@contextlib.contextmanager
+def run_dir_lock(folder: Path) -> Iterator[None]:
+    """One `smartseg up` per run dir: a second one would overwrite the first one's env file and pids."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "up.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackStartError(
+                f"another `smartseg up` is running with the run dir {folder}: stop it, or pass --run-dir"
+            ) from None
+        yield
+
+
 def command_up(args: argparse.Namespace) -> int:
+    """Exits 0 on Ctrl-C or SIGTERM; 1 when the stack cannot start or one of its processes dies (then
+    every other one is stopped too: a stack without its API, router or a worker is not what was asked)."""
     from smartseg.cli.launcher import Stack, demo_api_key
+    from smartseg.cli.walkthrough import print_welcome
 
     api_key = args.api_key or demo_api_key()
-    stack = Stack(local_settings(args, api_key, args.allow_loopback_images), run_dir(args)).start()
+    folder = Path(args.run_dir or DEFAULT_RUN_DIR).resolve()
+    try:
+        with run_dir_lock(folder):
+            stack = Stack(local_settings(args, api_key, args.allow_loopback_images), folder).start()
+            return serve_until_stopped(stack, api_key, print_welcome)
+    except StackStartError as exc:
+        print(f"smartseg up: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C while starting: what had started is stopped already
+        return 130
+
+
+def serve_until_stopped(stack: Stack, api_key: str, welcome: Callable[[Stack, str, Path], None]) -> int:
     stopping = False
 
     def stop(*_: object) -> None:
@@ -54,15 +90,33 @@ def command_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"smartseg is up: API {stack.api_url}  (docs {stack.api_url}/docs)")
-    print(f"API key: {api_key}")
-    print(f"logs and pids: {stack.run_dir}    Ctrl-C stops everything")
+    env_file = stack.run_dir / ENV_FILE_NAME
     try:
+        write_env_file(env_file, stack.connection_env(api_key))
+        welcome(stack, api_key, env_file)
         while not stopping:
+            if dead := stack.exited():
+                for name, code in dead.items():
+                    print(
+                        f"smartseg up: {name} exited (code {code}); see {stack.log_file(name)}",
+                        file=sys.stderr,
+                    )
+                print("smartseg up: stopping the rest of the stack", file=sys.stderr)
+                return 1
             time.sleep(0.2)
+        return 0
     finally:
+        env_file.unlink(missing_ok=True)  # a stopped stack's address must not be used by the CLI
         stack.stop()
-    return 0
+
+
+def cli_settings() -> Settings:
+    """Settings for the CLI's own work (``health``, ``keys``, ``models push``): the environment first,
+    then the env file of a running ``smartseg up`` (``SMARTSEG_ENV_FILE`` or ./.smartseg/smartseg.env)."""
+    env_file = find_env_file()
+    if env_file is not None and not env_file.is_file():
+        raise SystemExit(f"smartseg: SMARTSEG_ENV_FILE names {env_file}, which does not exist")
+    return Settings(_env_file=env_file)  # type: ignore[call-arg]  # pydantic-settings' init-only argument
 
 
 def command_demo(args: argparse.Namespace) -> int:
@@ -89,7 +143,7 @@ def command_health(args: argparse.Namespace) -> int:
     from smartseg.shared.keys import Keys
     from smartseg.shared.regions import local_worker_is_live
 
-    settings = Settings()
+    settings = cli_settings()
     try:
         client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True, socket_timeout=2)
         live = local_worker_is_live(
@@ -140,7 +194,7 @@ def command_keys(args: argparse.Namespace) -> int:
     from smartseg.shared.keys import Keys
     from smartseg.shared.redis_connection import redis_client
 
-    settings = Settings()
+    settings = cli_settings()
     try:
         with redis_client(settings.require_redis_url()) as client:
             store = ApiKeyStore(client, Keys(settings.key_prefix))
@@ -184,7 +238,7 @@ def command_models(args: argparse.Namespace) -> int:
     """``smartseg models ...``: exit 1 with one line on stderr per problem, no traceback for expected ones."""
     from smartseg.worker.models.manifest import known_specs
 
-    settings = Settings()
+    settings = cli_settings()
     model_dir = Path(args.dir or settings.model_dir)
     try:
         if args.models_command == "list":
@@ -311,8 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("up", "run the whole stack locally until Ctrl-C"), ("demo", "run demo jobs")):
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
-        sub.add_argument("--run-dir", help="where logs and pids go (default: a new temp dir)")
+        if name == "up":
+            sub.add_argument("--port", type=int, default=8000, help="API port (default 8000; 0: a free one)")
+            sub.add_argument(
+                "--run-dir",
+                help=f"logs, data, pids and the env file (default: ./{DEFAULT_RUN_DIR}, which the CLI "
+                "and the SDK read when run from here)",
+            )
+        else:
+            sub.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
+            sub.add_argument("--run-dir", help="where logs and pids go (default: a new temp dir)")
         if name == "up":
             sub.add_argument("--api-key", help="API key to accept (default: a new random one, printed)")
             sub.add_argument(
@@ -344,19 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     hash_parser.add_argument("key")  # fmt: skip
     health = commands.add_parser("health", help="probe: is this host's worker beating? (exit 0/1)")
     health.add_argument("--worker", action="store_true", required=True, help="check the local worker")
-    backfill_parser = commands.add_parser(
-        "backfill",
-        help="a local JSONL manifest through the batches API; results to a local JSONL (resumable)",
-    )
-    backfill_parser.add_argument("manifest", type=Path, help="JSONL: one item a line")
-    backfill_parser.add_argument("--api-url", default="http://127.0.0.1:8000", help="the smartseg API")
-    backfill_parser.add_argument("--api-key", required=True, help="an API key (sk-...)")
-    backfill_parser.add_argument(
-        "--output", type=Path, help="results JSONL (default: MANIFEST.results.jsonl)"
-    )
+    add_api_parsers(commands)
     add_models_parser(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+
     if args.command == "up":
         return command_up(args)
     if args.command == "demo":
@@ -371,13 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         return command_models(args)
     if args.command == "health":
         return command_health(args)
-    if args.command == "backfill":
-        output = args.output or args.manifest.with_suffix(".results.jsonl")
-        try:
-            return backfill(args.api_url, args.api_key, args.manifest, output)
-        except KeyboardInterrupt:
-            print(f"\nstopped: what finished is in {output}; run it again to go on", file=sys.stderr)
-            return 130
+    if args.command in API_COMMANDS:
+        return run_api_command(args)
     if args.keys_command == "hash":
         print(hash_api_key(args.key))
         return 0

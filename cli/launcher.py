@@ -6,6 +6,7 @@ Every process it starts is recorded (``<run_dir>/pids.json``) and stopped when t
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -51,6 +52,28 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound here so a taken port fails at once with a clear message.
+
+    The API process inherits it: nothing else can hold the port while the stack runs, so the readiness
+    check can only ever reach the launcher's own child.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not refused for a past run's TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StackStartError(
+                f"port {port} on {host} is already in use by another process: stop it, or pass "
+                "--port with another port (--port 0 picks a free one)"
+            ) from None
+        raise StackStartError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    return sock
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -191,6 +214,7 @@ class Stack:
     router: subprocess.Popen[bytes] | None = None
     deliverer: subprocess.Popen[bytes] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    api_socket: socket.socket | None = None
 
     @property
     def api_url(self) -> str:
@@ -199,6 +223,9 @@ class Stack:
     def start(self) -> Stack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
+            # First: a taken port fails before anything was started.
+            self.api_socket = listen(self.settings.api_host, self.settings.api_port)
+            self.settings = self.settings.updated(api_port=self.api_socket.getsockname()[1])
             self._start_backing_services()
             self.start_api()
             self.start_router()
@@ -223,15 +250,15 @@ class Stack:
             )
             updates["s3_endpoint"] = self.s3.start()
             updates["s3_secret_key"] = secret
-        if self.settings.api_port == 0:
-            updates["api_port"] = free_ports(1)[0]
         self.settings = self.settings.updated(**updates)
         self._record_pids()
 
     def start_api(self) -> None:
-        self.api = self._spawn(
-            "api", [sys.executable, "-m", "smartseg.api"], child_environment(self.settings)
-        )
+        if self.api_socket is None:
+            raise StackStartError("start() binds the API's port before the API starts")
+        fd = self.api_socket.fileno()
+        env = child_environment(self.settings, SMARTSEG_API_SOCKET_FD=str(fd))
+        self.api = self._spawn("api", [sys.executable, "-m", "smartseg.api"], env, pass_fds=(fd,))
         self._record_pids()
         wait_until(self._api_ready, "the API")
 
@@ -280,12 +307,51 @@ class Stack:
         except httpx.HTTPError:
             return False
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()
+    ) -> subprocess.Popen[bytes]:
         with open(self.run_dir / f"{name}.log", "ab") as log_file:
             process = subprocess.Popen(
-                args, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                args,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=pass_fds,
             )
         return process
+
+    def exited(self) -> dict[str, int]:
+        """The stack's processes that are no longer running, with their exit codes."""
+        children: dict[str, subprocess.Popen[bytes] | None] = {
+            f"worker-{region}": process for region, process in self.workers.items()
+        }
+        children |= {"api": self.api, "router": self.router, "deliverer": self.deliverer}
+        children["s3"] = self.s3.process if self.s3 is not None else None
+        codes = {name: process.poll() for name, process in children.items() if process is not None}
+        if self.redis is not None and not self.redis.server.is_running():
+            codes["redis"] = -1
+        return {name: code for name, code in codes.items() if code is not None}
+
+    def log_file(self, name: str) -> Path:
+        return self.run_dir / ("s3/weed.log" if name == "s3" else f"{name}.log")
+
+    def connection_env(self, api_key: str) -> dict[str, str]:
+        """How the running stack is reached, for the env file ``smartseg up`` writes."""
+        settings = self.settings
+        env = {
+            "SMARTSEG_API_URL": self.api_url,
+            "SMARTSEG_API_KEY": api_key,
+            "SMARTSEG_REDIS_URL": settings.require_redis_url(),
+            "SMARTSEG_KEY_PREFIX": settings.key_prefix,
+            "SMARTSEG_REGIONS": ",".join(settings.regions),
+            "SMARTSEG_S3_ENDPOINT": settings.require_s3_endpoint(),
+            "SMARTSEG_S3_BUCKET": settings.s3_bucket,
+            "SMARTSEG_S3_ACCESS_KEY": settings.s3_access_key,
+            "SMARTSEG_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
+            "SMARTSEG_MODEL_DIR": str(Path(settings.model_dir).resolve()),
+        }
+        return env
 
     def processes(self) -> dict[str, int]:
         pids = {f"worker-{region}": process.pid for region, process in self.workers.items()}
@@ -311,6 +377,9 @@ class Stack:
             self.s3.stop()
         if self.redis is not None:
             self.redis.stop()
+        if self.api_socket is not None:
+            self.api_socket.close()
+            self.api_socket = None
         pids = self.run_dir / "pids.json"
         if pids.exists():
             pids.unlink()

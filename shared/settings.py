@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # HTTP server (api process).
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # A listening socket inherited from the launcher (`smartseg up` binds the port itself, so a taken
+    # port fails there, at once, and nothing else can answer in the API's place); host/port then name it.
+    api_socket_fd: int | None = None
     public_base_url: str | None = None
     log_level: str = "INFO"
 

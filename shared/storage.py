@@ -6,6 +6,7 @@ import http.client
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -16,7 +17,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
-from smartseg.shared.errors import StorageUnavailable, UploadRejected
+from smartseg.shared.errors import ServiceUnavailable, StorageUnavailable, UploadRejected
 from smartseg.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,9 @@ FIRST_RETRY_DELAY_S = 0.25
 MAX_RETRY_DELAY_S = 4.0
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 30
+READ_CHUNK_BYTES = 64 * 1024
+# What S3 servers answer for a key that is not there (GetObject: NoSuchKey; some servers: a bare 404).
+MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
 def _drop_expect_header(request: Any, **_: Any) -> None:
@@ -130,6 +134,20 @@ class SignedUploader:
         return connection
 
 
+class StoredObject:
+    """An object being read: its length, and its body in chunks (closed once read, or when dropped)."""
+
+    def __init__(self, body: Any, length: int) -> None:
+        self.body = body
+        self.length = length
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            yield from self.body.iter_chunks(READ_CHUNK_BYTES)
+        finally:
+            self.body.close()
+
+
 class MaskStorage:
     """Uploads outputs and makes presigned GET URLs for them at read time."""
 
@@ -185,6 +203,19 @@ class MaskStorage:
     def get(self, key: str) -> bytes:
         body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         return body
+
+    def open(self, key: str) -> StoredObject | None:
+        """The object's body as a stream of chunks, None if there is no such object; ServiceUnavailable
+        when the server cannot be read."""
+        try:
+            found = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in MISSING_OBJECT_CODES:
+                return None
+            raise ServiceUnavailable("mask storage refused the read; try again") from exc
+        except BotoCoreError as exc:
+            raise ServiceUnavailable("mask storage cannot be reached; try again") from exc
+        return StoredObject(found["Body"], int(found["ContentLength"]))
 
     def presigned_url(self, key: str, ttl_s: int) -> str:
         return self.presigner.url(key, ttl_s)

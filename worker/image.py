@@ -23,7 +23,7 @@ import simplejpeg
 from PIL import ExifTags, Image, ImageOps, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 from smartseg.shared.errors import ImageInvalid, ImageTooLarge
-from smartseg.worker.mask_encoding import mask_levels
+from smartseg.shared.mask_encoding import mask_levels
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SIDE = 2048

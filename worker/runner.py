@@ -12,10 +12,10 @@ import numpy as np
 from smartseg.shared.errors import JobCanceled, JobFailure, LeaseLost, PipelineFailed, SmartsegError
 from smartseg.shared.fetch import ImageFetcher
 from smartseg.shared.jobstore import JobRecord, JobStore
+from smartseg.shared.mask_encoding import encode_mask
 from smartseg.shared.storage import MaskStorage, object_key
 from smartseg.worker.image import DEFAULT_MAX_SIDE, DecodedImage, decode_image
 from smartseg.worker.lease import MIN_CHECK_INTERVAL_S, Lease, LeaseRenewer
-from smartseg.worker.mask_encoding import encode_mask
 from smartseg.worker.pipeline.base import Pipeline, PromptResult, mask_box
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from smartseg.api.routes import batches, health, regions, segmentations, usage, webhooks
+from smartseg.api.routes import batches, docs, health, playground, regions, segmentations, usage, webhooks
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -11,3 +11,5 @@ api_router.include_router(regions.router)
 api_router.include_router(usage.router)
 api_router.include_router(webhooks.router)
 api_router.include_router(batches.router)
+api_router.include_router(playground.router)
+api_router.include_router(docs.router)

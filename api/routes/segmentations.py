@@ -1,4 +1,4 @@
-"""``/v1/segmentations``: submit, read (optionally waiting), list and cancel jobs."""
+"""``/v1/segmentations``: submit, read (optionally waiting), list and cancel jobs, and read their outputs."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import logging
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from smartseg.api.deps import Owner, ServicesDep, SubmitCaller, take_token
 from smartseg.api.job_view import delivery_view, job_view
 from smartseg.api.responses import error_responses, header, json_response, success
 from smartseg.api.services import Services
+from smartseg.shared.errors import NotFound
 from smartseg.shared.fetch import image_filename_stem
 from smartseg.shared.job_requests import job_spec
 from smartseg.shared.jobstore import DEFAULT_PAGE_SIZE, JobRecord, JobStatus
@@ -210,6 +212,55 @@ async def list_segmentations(
         return JobList(data=jobs, next_cursor=found.next_cursor)
 
     return json_response(await run_in_threadpool(page))
+
+
+OUTPUT_CONTENT = {
+    "image/png": {"schema": {"type": "string", "format": "binary"}},  # png and cutout outputs
+    "application/json": {"schema": {"type": "object"}},  # rle and polygon outputs
+}
+
+
+@router.get(
+    "/{job_id}/outputs/{index}",
+    response_class=Response,
+    summary="Download one output's file through the API",
+    description=(
+        "The stored file of `outputs[index]`, with the output's `content_type`: for clients that cannot "
+        "use the presigned URL (a browser page on this origin: the storage host sends no CORS headers)."
+    ),
+    responses={
+        200: {
+            **success({"Content-Disposition": header("`inline; filename=<outputs[index].filename>`")}),
+            "description": "The output's file.",
+            "content": OUTPUT_CONTENT,
+        },
+        **error_responses(401, 404, 422, 429, 503),
+    },
+)
+async def get_output(
+    job_id: str,
+    index: Annotated[int, Path(ge=0, description="Position in the job's `outputs[]`.")],
+    owner: Owner,
+    services: ServicesDep,
+) -> Response:
+    job = await services.reader.get_for_owner(owner, job_id)
+    if index >= len(job.outputs):
+        raise NotFound(
+            f"segmentation {job_id!r} has no output {index}",
+            {"outputs": len(job.outputs), "status": job.status.value},
+        )
+    output = job.outputs[index]
+    stored = await run_in_threadpool(services.storage.open, output["key"])
+    if stored is None:  # removed from the bucket (a lifecycle rule, by hand) while the job is still kept
+        raise NotFound(f"the file of output {index} of segmentation {job_id!r} is gone")
+    headers = {
+        "Content-Length": str(stored.length),
+        "Content-Disposition": f'inline; filename="{output["filename"]}"',
+        # Keyed by URL alone, a browser cache could hand one key's mask to another key's request.
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return StreamingResponse(stored.chunks(), media_type=output["content_type"], headers=headers)
 
 
 @router.get(

@@ -12,9 +12,9 @@ import httpx
 
 from smartseg.api.auth import OWNER_ID_CHARS
 from smartseg.cli.launcher import Stack
-from smartseg.shared.client import SmartsegClient
 from smartseg.shared.credentials import hash_api_key
 from smartseg.shared.jobstore import JobStore
+from smartseg.testing.api_client import JsonClient
 from smartseg.testing.image_server import serve_pngs
 from smartseg.testing.scenes import generate_scene
 from tests.e2e.conftest import RunningStack
@@ -44,7 +44,7 @@ def until(check: Callable[[], bool], timeout_s: float = 120.0, every_s: float = 
         time.sleep(every_s)
 
 
-def wait_for_status(client: SmartsegClient, job_id: str, status: str, timeout_s: float = 10.0) -> None:
+def wait_for_status(client: JsonClient, job_id: str, status: str, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while client.get(job_id)["status"] != status and time.monotonic() < deadline:
         time.sleep(0.02)

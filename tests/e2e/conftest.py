@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from smartseg.cli.launcher import Stack
-from smartseg.shared.client import SmartsegClient
 from smartseg.shared.credentials import hash_api_key
 from smartseg.shared.settings import Settings
+from smartseg.testing.api_client import JsonClient
 from smartseg.testing.image_server import serve_pngs
 
 SERVED_REGIONS = ["us-east", "eu-west"]
@@ -46,8 +46,8 @@ class RunningStack:
     api_key: str
     other_api_key: str
 
-    def client(self, api_key: str | None = None) -> SmartsegClient:
-        return SmartsegClient(self.stack.api_url, api_key or self.api_key)
+    def client(self, api_key: str | None = None) -> JsonClient:
+        return JsonClient(self.stack.api_url, api_key or self.api_key)
 
 
 @pytest.fixture(scope="package")

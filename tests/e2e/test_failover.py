@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from smartseg.cli.launcher import Stack
-from smartseg.shared.client import SmartsegClient
 from smartseg.shared.credentials import hash_api_key
 from smartseg.shared.settings import Settings
+from smartseg.testing.api_client import JsonClient
 from tests.e2e.chaos import billed_runs, fast_and_slow_image_urls, wait_for_status
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +76,7 @@ def test_killing_a_region_moves_its_work_and_runs_each_job_once(
     stack, api_key = chaos_stack
     fast, slow = image_urls
     billed_before = billed_runs(stack, api_key)
-    with SmartsegClient(stack.api_url, api_key) as client:
+    with JsonClient(stack.api_url, api_key) as client:
         running = client.create({"image_url": slow, "prompt": "largest shape", "region": DOOMED})
         wait_for_status(client, running["id"], "running")
         queued = [
@@ -108,7 +108,7 @@ def test_a_frozen_worker_resumed_after_its_lease_cannot_finish(
     stack, api_key = chaos_stack
     _, slow = image_urls
     worker = stack.workers[DOOMED]
-    with SmartsegClient(stack.api_url, api_key) as client:
+    with JsonClient(stack.api_url, api_key) as client:
         job = client.create({"image_url": slow, "prompt": "largest shape", "region": DOOMED})
         wait_for_status(client, job["id"], "running")
         os.killpg(worker.pid, signal.SIGSTOP)  # frozen mid-fetch: no renewals, no heartbeat
@@ -138,7 +138,7 @@ def test_a_standby_router_takes_over_when_the_active_one_is_killed(
     stack.start_router()  # the standby: it waits for the lock
     worker = stack.workers[DOOMED]
     billed_before = billed_runs(stack, api_key)
-    with SmartsegClient(stack.api_url, api_key) as client:
+    with JsonClient(stack.api_url, api_key) as client:
         os.killpg(worker.pid, signal.SIGSTOP)  # nothing is consumed; its heartbeat is still fresh
         jobs = [
             client.create({"image_url": fast, "prompt": "largest shape", "region": DOOMED}) for _ in range(20)
@@ -160,7 +160,7 @@ def test_a_region_that_comes_back_gets_its_jobs_again(
 ) -> None:
     stack, api_key = chaos_stack
     fast, _ = image_urls
-    with SmartsegClient(stack.api_url, api_key) as client:
+    with JsonClient(stack.api_url, api_key) as client:
         os.killpg(stack.workers[DOOMED].pid, signal.SIGKILL)
         gone = client.create({"image_url": fast, "prompt": "largest shape", "region": DOOMED})
         deadline = time.monotonic() + FAILOVER_TIMEOUT_S  # until placement sees the region dead

@@ -20,12 +20,12 @@ import httpx
 import pytest
 
 from smartseg.cli.launcher import EmbeddedRedis, Stack
-from smartseg.shared.client import SmartsegClient
 from smartseg.shared.credentials import hash_api_key
 from smartseg.shared.keys import Keys
 from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.settings import Settings
 from smartseg.shared.storage import FIRST_RETRY_DELAY_S, MAX_RETRY_DELAY_S
+from smartseg.testing.api_client import JsonClient
 from smartseg.worker.router import LOCK_TTL_S
 from tests.e2e.chaos import billed_runs, fast_and_slow_image_urls, wait_for_status
 from tests.e2e.tcp_proxy import TcpProxy
@@ -76,7 +76,7 @@ def test_a_redis_restart_loses_no_accepted_job(
     settings = _stack_settings(service_settings, api_key, redis_url=url)
     stack = Stack(settings, Path(tmp_path_factory.mktemp("redis-restart"))).start()
     try:
-        with SmartsegClient(stack.api_url, api_key) as client:
+        with JsonClient(stack.api_url, api_key) as client:
             before = [client.create({"image_url": slow, "prompt": "largest shape"}) for _ in range(12)]
             wait_for_status(client, before[0]["id"], "running")
             server.stop()  # a graceful stop flushes the append-only file
@@ -136,7 +136,7 @@ def test_a_short_s3_outage_is_ridden_out_by_retries(
     stack, proxy, api_key = proxied_s3_stack
     fast, _ = image_urls
     outage_s = _upload_budget_s(stack.settings) / 2  # the first job's last attempts fall after it
-    with SmartsegClient(stack.api_url, api_key) as client:
+    with JsonClient(stack.api_url, api_key) as client:
         with proxy.outage(outage_s):
             jobs = [client.create({"image_url": fast, "prompt": "largest shape"}) for _ in range(5)]
         done = [client.wait(job["id"], timeout_s=JOB_TIMEOUT_S) for job in jobs]
@@ -155,7 +155,7 @@ def test_a_long_s3_outage_fails_jobs_with_storage_unavailable_and_leaves_none_ru
     fast, _ = image_urls
     billed_before = billed_runs(stack, api_key)
     outage_s = _upload_budget_s(stack.settings) * 2  # longer than one job's retries
-    with SmartsegClient(stack.api_url, api_key) as client:
+    with JsonClient(stack.api_url, api_key) as client:
         with proxy.outage(outage_s):
             jobs = [client.create({"image_url": fast, "prompt": "largest shape"}) for _ in range(4)]
         done = [client.wait(job["id"], timeout_s=JOB_TIMEOUT_S) for job in jobs]

@@ -17,8 +17,8 @@ from smartseg.cli import commands
 from smartseg.shared.celery_app import PINNED_HEADER
 from smartseg.shared.client import SmartsegAPIError
 from smartseg.shared.keys import Keys
+from smartseg.shared.mask_encoding import decode_rle
 from smartseg.testing.scenes import Scene, generate_scene
-from smartseg.worker.mask_encoding import decode_rle
 from tests.e2e.chaos import fast_and_slow_image_urls, wait_for_status
 from tests.e2e.conftest import IDLE_REGION, ImageServer, RunningStack
 

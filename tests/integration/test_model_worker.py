@@ -22,10 +22,10 @@ from smartseg.cli.launcher import stop_processes, wait_until
 from smartseg.shared.celery_app import send_job
 from smartseg.shared.jobstore import JobRecord, JobStatus, JobStore
 from smartseg.shared.keys import Keys
+from smartseg.shared.mask_encoding import decode_rle, rasterize_polygons
 from smartseg.shared.regions import live_workers
 from smartseg.shared.settings import Settings
 from smartseg.shared.storage import MaskStorage, s3_client
-from smartseg.worker.mask_encoding import decode_rle, rasterize_polygons
 from smartseg.worker.model_weights import push_to_s3
 from tests.integration.worker_jobs import REGION, data_url_of_scene, new_job, start_worker, wait_terminal
 

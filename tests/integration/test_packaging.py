@@ -1,4 +1,5 @@
-"""The wheel installs one top-level package, ``smartseg``, with its Lua scripts and type markers."""
+"""The wheel installs one top-level package, ``smartseg`` (its ``__init__`` is the SDK's front door), with
+its Lua scripts, static files and type markers."""
 
 from __future__ import annotations
 
@@ -40,12 +41,18 @@ def test_the_only_top_level_package_is_smartseg(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top == {"smartseg"}
-    assert {name.split("/")[1] for name in names if name.startswith("smartseg/")} == SUBPACKAGES
+    assert {name.split("/")[1] for name in names if name.startswith("smartseg/")} == {
+        *SUBPACKAGES,
+        "__init__.py",
+        "py.typed",
+    }
     # Data the code loads at run time, and the PEP 561 markers, travel in the wheel.
     assert "smartseg/shared/lua/claim.lua" in names
     assert {f"smartseg/{package}/py.typed" for package in SUBPACKAGES} <= set(names)
     # No repo folder leaks out under its own name.
-    assert not any(name.startswith(("api/", "worker/", "shared/", "tests/", "bench/")) for name in names)
+    assert not any(
+        name.startswith(("api/", "worker/", "shared/", "sdk/", "tests/", "bench/")) for name in names
+    )
 
 
 def test_import_smartseg_in_a_clean_venv(wheel: Path, tmp_path: Path) -> None:
@@ -60,6 +67,7 @@ def test_import_smartseg_in_a_clean_venv(wheel: Path, tmp_path: Path) -> None:
     # Without the dependencies only modules that need none import; that is enough to see the layout.
     script = (
         "import smartseg, smartseg.shared.errors, smartseg.shared.keys; "
+        "assert 'Client' in smartseg.__all__; "  # the SDK's names, loaded only on first use
         "print(smartseg.shared.errors.__file__)"
     )
     found = subprocess.run([python, "-c", script], check=True, capture_output=True, text=True, cwd=tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from smartseg.cli.demo import overlay
+from smartseg.shared.results import overlay
 
 
 def test_overlay_dims_outside_and_keeps_masks_bright() -> None:

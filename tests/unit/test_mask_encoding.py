@@ -12,7 +12,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from scipy import ndimage
 
-from smartseg.worker.mask_encoding import (
+from smartseg.shared.mask_encoding import (
     MASK_FORMATS,
     EncodedMask,
     decode_rle,

@@ -123,6 +123,7 @@ _KIND_WORDS = {
     "triangle": "triangle",
     "triangular": "triangle",
 }
+KIND_NAMES = ("circle", "ellipse", "square", "rectangle", "bar", "triangle")
 # (asked kind, region kind) -> score; absent pairs do not match.
 _KIND_MATCH = {
     ("circle", "circle"): 1.0,

@@ -1,5 +1,5 @@
-"""``smartseg backfill MANIFEST.jsonl``: a local manifest through the batches API, with a progress line,
-and the results written to a local JSONL file as batches finish.
+"""``smartseg backfill MANIFEST.jsonl`` and ``Client.backfill``: a local manifest through the batches API,
+with a progress line, and the results written to a local JSONL file as batches finish.
 
 The manifest goes up in batches of up to 1,000 inline items, each under an Idempotency-Key made of the
 file's hash and the chunk's number, and every item gets a ``key`` (its own, else the file's hash and its
@@ -16,12 +16,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, TYPE_CHECKING, Any
 
-import httpx
 from pydantic import ValidationError
 
+from smartseg.shared.errors import SmartsegAPIError
 from smartseg.shared.schemas import MAX_INLINE_ITEMS, BatchItem, item_error
+
+if TYPE_CHECKING:
+    from smartseg.shared.client import Client
 
 POLL_S = 1.0
 ENDED = ("completed", "canceled", "failed")
@@ -56,12 +59,7 @@ class Progress:
 
 
 def backfill(
-    api_url: str,
-    api_key: str,
-    manifest: Path,
-    output: Path,
-    status: TextIO = sys.stderr,
-    poll_s: float = POLL_S,
+    api: Client, manifest: Path, output: Path, status: IO[str] = sys.stderr, poll_s: float = POLL_S
 ) -> int:
     """Submit, wait and write; returns 0 when every item succeeded, 1 when some did not."""
     digest = _file_hash(manifest)
@@ -69,10 +67,7 @@ def backfill(
     chunks, invalid = _chunks(manifest, digest)
     total = sum(len(chunk.lines) for chunk in chunks) + len(invalid)
     progress = Progress(total=total, done=len(written))
-    with (
-        output.open("a") as results,
-        httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60) as api,
-    ):
+    with output.open("a") as results:
         for index, error in invalid.items():
             if index not in written:
                 _write(
@@ -89,8 +84,7 @@ def backfill(
         pending = [chunk for chunk in chunks if not chunk.written and chunk.batch_id]
         while pending:
             for chunk in pending:
-                batch = api.get(f"/v1/batches/{chunk.batch_id}").raise_for_status().json()
-                if batch["status"] in ENDED:
+                if api.get_batch(str(chunk.batch_id)).status in ENDED:
                     _write_results(api, chunk, written, results, progress)
             pending = [chunk for chunk in pending if not chunk.written]
             status.write(progress.line())
@@ -123,22 +117,20 @@ def _chunks(manifest: Path, digest: str) -> tuple[list[Chunk], dict[int, dict[st
     return chunks, invalid
 
 
-def _submit(api: httpx.Client, chunk: Chunk, digest: str, results: TextIO, progress: Progress) -> str | None:
+def _submit(api: Client, chunk: Chunk, digest: str, results: IO[str], progress: Progress) -> str | None:
     """The chunk's batch (an earlier run's, under the same Idempotency-Key); an item the API refuses is
     written as failed and the rest sent again."""
     for attempt in range(len(chunk.lines) + 1):
-        response = api.post(
-            "/v1/batches",
-            json={"items": list(chunk.lines.values())},
-            headers={"Idempotency-Key": f"backfill-{digest[:32]}-{chunk.number}-{attempt}"},
-        )
-        if response.status_code == 202:
-            return str(response.json()["id"])
-        error = response.json().get("error", {})
-        position = error.get("details", {}).get("item")
-        if response.status_code != 422 or position is None:
-            response.raise_for_status()
-            raise RuntimeError(f"the API refused the batch: {error}")
+        try:
+            return api.batch(
+                list(chunk.lines.values()),
+                idempotency_key=f"backfill-{digest[:32]}-{chunk.number}-{attempt}",
+            ).id
+        except SmartsegAPIError as exc:
+            position = (exc.details or {}).get("item")
+            if exc.status != 422 or not isinstance(position, int):
+                raise
+            error = {"code": exc.code, "message": exc.message, "details": exc.details}
         index = list(chunk.lines)[position]
         del chunk.lines[index]
         _write(results, {"index": index, "key": None, "job_id": None, "status": "invalid", "error": error})
@@ -151,19 +143,17 @@ def _submit(api: httpx.Client, chunk: Chunk, digest: str, results: TextIO, progr
 
 
 def _write_results(
-    api: httpx.Client, chunk: Chunk, written: set[int], results: TextIO, progress: Progress
+    api: Client, chunk: Chunk, written: set[int], results: IO[str], progress: Progress
 ) -> None:
     indexes = list(chunk.lines)
-    with api.stream("GET", f"/v1/batches/{chunk.batch_id}/results") as response:
-        for raw in response.raise_for_status().iter_lines():
-            line = json.loads(raw)
-            index = indexes[line["index"]]
-            if index in written:
-                continue
-            _write(results, {**line, "index": index})
-            written.add(index)
-            progress.done += 1
-            progress.failed += line.get("status") != "succeeded"
+    for line in api.batch_results(str(chunk.batch_id)):
+        index = indexes[line["index"]]
+        if index in written:
+            continue
+        _write(results, {**line, "index": index})
+        written.add(index)
+        progress.done += 1
+        progress.failed += line.get("status") != "succeeded"
     chunk.written = True
 
 
@@ -192,6 +182,6 @@ def _written_indexes(output: Path) -> set[int]:
         return {json.loads(line)["index"] for line in file if line.strip()}
 
 
-def _write(results: TextIO, line: dict[str, Any]) -> None:
+def _write(results: IO[str], line: dict[str, Any]) -> None:
     results.write(json.dumps(line, separators=(",", ":")) + "\n")
     results.flush()
