@@ -12,8 +12,11 @@ from smartseg.api.errors import UnexpectedErrors, install_error_handlers
 from smartseg.api.openapi import name_deployment_choices
 from smartseg.api.pages import mount_static
 from smartseg.api.rate_limits import RateLimitHeaders
+from smartseg.api.request_log import RequestLog
 from smartseg.api.routes import api_router
+from smartseg.api.routes.metrics import REGISTRY_FIELD
 from smartseg.api.services import Services
+from smartseg.shared.metrics import registry
 from smartseg.shared.settings import Settings
 
 
@@ -36,11 +39,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = built
+    setattr(app.state, REGISTRY_FIELD, registry("api"))
     install_error_handlers(app)
     app.include_router(api_router)
     mount_static(app)
     name_deployment_choices(app, settings.regions, settings.pipelines)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RateLimitHeaders)
-    app.add_middleware(UnexpectedErrors)  # the outermost of ours: it also answers for the others
+    app.add_middleware(UnexpectedErrors)  # it also answers for the others
+    app.add_middleware(RequestLog, routes=app.router.routes)  # outermost: it sees every final status
     return app

@@ -29,16 +29,21 @@ from smartseg.shared.batches import BatchStore
 from smartseg.shared.errors import NotFound, SmartsegError
 from smartseg.shared.fetch import GuardedPoster, fetch_limits
 from smartseg.shared.jobstore import JobStore
+from smartseg.shared.liveness import beat
+from smartseg.shared.logs import configure_logging, url_host
+from smartseg.shared.metrics import WEBHOOK_DELIVERIES, serve_metrics
 from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.settings import Settings
 from smartseg.shared.storage import MaskStorage
 from smartseg.shared.webhooks import DELIVERED, FAILED, GONE, PENDING, Delivery, WebhookStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("smartseg.api.deliverer")  # not __main__ under `python -m`
 
 TICK_S = 0.2
 JITTER = 0.2  # each retry delay is moved by up to a fifth either way, so receivers are not hit in step
 GONE_STATUS = 410
+# smartseg_webhook_deliveries_total's outcome for each status an attempt leaves a delivery in.
+OUTCOMES = {DELIVERED: "delivered", PENDING: "retrying", GONE: "gone", FAILED: "exhausted"}
 
 
 class Deliverer:
@@ -87,6 +92,7 @@ class Deliverer:
         if self.webhooks.is_gone(owner, url):
             attempt["error"] = "the endpoint answered 410 Gone before: nothing more is sent to it"
             self.webhooks.record(delivery, attempt, GONE)
+            WEBHOOK_DELIVERIES.labels(OUTCOMES[GONE]).inc()
             return GONE
         body = self._body(delivery, data)
         try:
@@ -110,7 +116,17 @@ class Deliverer:
             delay = self.schedule[delivery.failures] * random.uniform(1 - JITTER, 1 + JITTER)
             retry_at = time.time() + delay
         self.webhooks.record(delivery, attempt, outcome, retry_at)
-        log.info("delivery %s: %s (%s)", delivery.id, outcome, status or attempt["error"])
+        WEBHOOK_DELIVERIES.labels(OUTCOMES[outcome]).inc()
+        # The endpoint's host only: a webhook URL's path or query string may carry the receiver's token.
+        subject_field = "batch_id" if delivery.subject == "batch" else "job_id"
+        log.info(
+            "delivery %s to %s: %s (%s)",
+            delivery.id,
+            url_host(url),
+            outcome,
+            status or attempt["error"],
+            extra={subject_field: delivery.job_id},
+        )
         return outcome
 
     def _subject(self, delivery: Delivery) -> tuple[str, str, dict[str, Any]] | None:
@@ -175,6 +191,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     with ThreadPoolExecutor(settings.webhook_max_in_flight, thread_name_prefix="deliver") as pool:
         while not stop.is_set():
             try:
+                beat(client, store.keys, "deliverer")
                 taken = deliverer.tick(pool)
             except Exception:
                 log.exception("delivery tick failed; trying again")
@@ -185,13 +202,12 @@ def run(settings: Settings, stop: threading.Event) -> None:
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s deliverer %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings, "deliverer")
+    serve_metrics(settings, "deliverer")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.warning("deliverer starting")
+    log.info("deliverer starting")
     run(settings, stop)
 
 

@@ -28,12 +28,14 @@ class JobWaiter:
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
         self._subscribed = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
 
     async def wait(self, job_id: str, timeout_s: float) -> None:
         """Return when the job is finished or ``timeout_s`` has passed, whichever comes first."""
-        if timeout_s <= 0:
+        if timeout_s <= 0 or self._draining:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="job-finished-listener")
@@ -54,6 +56,18 @@ class JobWaiter:
                 waiters.discard(future)
                 if not waiters:
                     del self._waiting[job_id]
+
+    def drain(self) -> None:
+        """The server is stopping: every held request answers now, with its job as it stands (202 while
+        it runs), and new waits return at once, so the shutdown waits for no one's ``Prefer: wait``.
+        Safe from a signal handler."""
+        self._draining = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for job_id in list(self._waiting):
+            self._wake(job_id)
 
     async def _is_finished(self, job_id: str) -> bool:
         status = await self.client.hget(self.keys.job(job_id), "status")
@@ -79,8 +93,7 @@ class JobWaiter:
                 self._subscribed.clear()
                 await pubsub.aclose()
             # Announcements may have been missed: wake everyone so each re-reads its job.
-            for job_id in list(self._waiting):
-                self._wake(job_id)
+            self._wake_all()
             await asyncio.sleep(RESUBSCRIBE_DELAY_S)
 
     def _wake(self, job_id: str) -> None:

@@ -103,7 +103,7 @@ def child(data_path: str, mime: str, prompt: str, output_format: str, max_side: 
 
     data = Path(data_path).read_bytes()
     url = f"data:{mime};base64," + base64.b64encode(data).decode()
-    store = JobStore(fakeredis.FakeRedis(decode_responses=True), Keys("bench"), 3600, 600, 120_000)
+    store = JobStore(fakeredis.FakeRedis(decode_responses=True), Keys("bench"), 3600, 120_000)
     pipeline = build_lite_pipeline()
     pipeline.warm_up()
     spec = JobSpec(

@@ -137,26 +137,29 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def command_health(args: argparse.Namespace) -> int:
-    """Exit 0 while this host's worker for SMARTSEG_REGION beats; 1 otherwise (a container probe)."""
+    """Exit 0 while this host's worker for SMARTSEG_REGION (or its router, or deliverer) beats; 1
+    otherwise (a container probe)."""
     import socket
 
     from smartseg.shared.keys import Keys
+    from smartseg.shared.liveness import is_live
     from smartseg.shared.regions import local_worker_is_live
 
     settings = cli_settings()
+    keys, host = Keys(settings.key_prefix), socket.gethostname()
+    what = f"a {settings.region} worker" if args.worker else f"a {args.role}"
     try:
         client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True, socket_timeout=2)
-        live = local_worker_is_live(
-            client, Keys(settings.key_prefix), settings.region, socket.gethostname(), settings.heartbeat_ttl_s
-        )
+        with client:
+            if args.worker:
+                live = local_worker_is_live(client, keys, settings.region, host, settings.heartbeat_ttl_s)
+            else:
+                live = is_live(client, keys, args.role, host)
     except (redis.RedisError, MissingSetting) as exc:
         print(f"smartseg health: cannot read heartbeats: {exc}", file=sys.stderr)
         return 1
     if not live:
-        print(
-            f"smartseg health: no fresh heartbeat from a {settings.region} worker on this host",
-            file=sys.stderr,
-        )
+        print(f"smartseg health: no fresh heartbeat from {what} on this host", file=sys.stderr)
         return 1
     print("ok")
     return 0
@@ -404,8 +407,13 @@ def main(argv: list[str] | None = None) -> int:
         keys_commands.add_parser(name, help=help_text).add_argument("id", help="the key's id (key_...)")
     hash_parser = keys_commands.add_parser("hash", help="print the SHA-256 to put in SMARTSEG_API_KEY_HASHES")
     hash_parser.add_argument("key")  # fmt: skip
-    health = commands.add_parser("health", help="probe: is this host's worker beating? (exit 0/1)")
-    health.add_argument("--worker", action="store_true", required=True, help="check the local worker")
+    health = commands.add_parser("health", help="probe: is this host's worker (router, deliverer) beating?")
+    probed = health.add_mutually_exclusive_group(required=True)
+    probed.add_argument("--worker", action="store_true", help="this host's worker of SMARTSEG_REGION")
+    for role in ("router", "deliverer"):
+        probed.add_argument(
+            f"--{role}", dest="role", action="store_const", const=role, help=f"this host's {role}"
+        )
     add_api_parsers(commands)
     add_models_parser(commands)
     args = parser.parse_args(argv)

@@ -215,6 +215,9 @@ class Stack:
     deliverer: subprocess.Popen[bytes] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_socket: socket.socket | None = None
+    # Each child that serves its own metrics (router, deliverer, workers) and its port; the API serves
+    # /metrics on its own port.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -263,18 +266,19 @@ class Stack:
         wait_until(self._api_ready, "the API")
 
     def start_router(self) -> None:
-        env = child_environment(self.settings)
+        env = child_environment(self.settings, **self._metrics_port("router"))
         self.router = self._spawn("router", [sys.executable, "-m", "smartseg.worker.router"], env)
         self._record_pids()
 
     def start_deliverer(self) -> None:
-        env = child_environment(self.settings)
+        env = child_environment(self.settings, **self._metrics_port("deliverer"))
         self.deliverer = self._spawn("deliverer", [sys.executable, "-m", "smartseg.api.deliverer"], env)
         self._record_pids()
 
     def start_worker(self, region: str) -> subprocess.Popen[bytes]:
-        env = child_environment(self.settings, SMARTSEG_REGION=region)
-        self.workers[region] = self._spawn(f"worker-{region}", [sys.executable, "-m", "smartseg.worker"], env)
+        name = f"worker-{region}"
+        env = child_environment(self.settings, SMARTSEG_REGION=region, **self._metrics_port(name))
+        self.workers[region] = self._spawn(name, [sys.executable, "-m", "smartseg.worker"], env)
         self._record_pids()
         return self.workers[region]
 
@@ -298,6 +302,15 @@ class Stack:
                 wait_until(ready, f"worker {region}")
         finally:
             client.close()
+
+    def _metrics_port(self, name: str) -> dict[str, str]:
+        """The metrics port of child ``name``, as its environment says it. The processes share a host, so
+        with ``metrics_port`` N set, each gets its own: N for the first started (the router), N + 1 for
+        the next (the deliverer), then the workers in order; a restarted child gets its port again."""
+        if not self.settings.metrics_port:
+            return {}
+        port = self.metrics_ports.setdefault(name, self.settings.metrics_port + len(self.metrics_ports))
+        return {"SMARTSEG_METRICS_PORT": str(port)}
 
     def _api_ready(self) -> bool:
         if self.api is not None and self.api.poll() is not None:

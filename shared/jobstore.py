@@ -23,6 +23,7 @@ from smartseg.shared.errors import (
 )
 from smartseg.shared.jobspec import JobSpec
 from smartseg.shared.keys import Keys
+from smartseg.shared.metrics import BILLED_RUNS, JOBS_FINISHED, JOBS_SUBMITTED
 from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.scripts import register
 from smartseg.shared.settings import Settings
@@ -185,6 +186,8 @@ def _flatten(fields: dict[str, Any]) -> list[str]:
 # elsewhere (it moved meanwhile) it answers {'moved', region} and is called again with that region's key.
 REGION_RETRIES = 5
 MOVED = "moved"
+# What cancel.lua answers when the job was queued and ends now (a repeated cancel answers "canceled").
+CANCELED_NOW = "canceled_now"
 
 
 class JobStore:
@@ -195,7 +198,6 @@ class JobStore:
         client: redis.Redis,
         keys: Keys,
         job_ttl_s: int,
-        idempotency_ttl_s: int,
         price_micro_usd: int,
         max_active_jobs: int = 0,
         bill_no_match: bool = False,
@@ -203,8 +205,7 @@ class JobStore:
     ) -> None:
         self._redis = client
         self.keys = keys
-        self.job_ttl_s = job_ttl_s
-        self.idempotency_ttl_s = idempotency_ttl_s
+        self.job_ttl_s = job_ttl_s  # the record, its Idempotency-Key and its masks expire together
         self.price_micro_usd = price_micro_usd
         self.max_active_jobs = max_active_jobs  # queued + running per owner; 0: no cap
         self.bill_no_match = bill_no_match  # whether a run whose every prompt found nothing is billed
@@ -227,7 +228,6 @@ class JobStore:
             client or redis_client(settings.require_redis_url()),
             Keys(settings.key_prefix),
             job_ttl_s=settings.job_ttl_s,
-            idempotency_ttl_s=settings.idempotency_ttl_s,
             price_micro_usd=to_micro_usd(settings.price_usd),
             max_active_jobs=settings.max_active_jobs,
             bill_no_match=settings.bill_no_match,
@@ -283,7 +283,6 @@ class JobStore:
             args=[
                 job_id,
                 self.job_ttl_s,
-                self.idempotency_ttl_s,
                 request_hash or "",
                 int(SEND_GRACE_S * 1000),
                 region,
@@ -292,6 +291,7 @@ class JobStore:
             ],
         )
         if outcome == "created":
+            JOBS_SUBMITTED.labels(region, spec.pipeline, spec.priority).inc()
             return _record(found), True
         if outcome == "too_many":
             raise TooManyJobs.over(
@@ -430,7 +430,10 @@ class JobStore:
         if result == "missing":
             raise NotFound(f"no segmentation with id {job_id!r}")
         if result == JobStatus.CANCELED.value:
-            return CancelResult.CANCELED  # canceled now or before: cancel is idempotent
+            return CancelResult.CANCELED  # canceled before: cancel is idempotent
+        if result == CANCELED_NOW:
+            self._count_end(job_id, JobStatus.CANCELED)
+            return CancelResult.CANCELED
         if result == CancelResult.REQUESTED.value:
             return CancelResult.REQUESTED
         raise JobAlreadyFinished(f"segmentation {job_id} already {result}; it cannot be canceled")
@@ -441,6 +444,14 @@ class JobStore:
 
     def requeue_if_lease_expired(self, job_id: str) -> RequeueResult:
         """A running job whose lease expired gets a new token and attempt + 1 and is owed a message."""
+        return self._requeue_run(job_id, handing_back="")
+
+    def hand_back_run(self, job_id: str, token: str) -> RequeueResult:
+        """A worker shutting down gives back the run it holds under ``token``, as if its lease had
+        expired now: a new token (the run can no longer renew or finish), attempt + 1, owed a message."""
+        return self._requeue_run(job_id, handing_back=token)
+
+    def _requeue_run(self, job_id: str, handing_back: str) -> RequeueResult:
         region, owner = (
             str(value) if value else None
             for value in self._redis.hmget(self.keys.job(job_id), ["region", "owner"])
@@ -457,9 +468,11 @@ class JobStore:
                     queued,
                     self.keys.owner_active(owner or ""),
                 ],
-                args=[new_token(), self.keys.finished_channel(job_id), expected],
+                args=[new_token(), self.keys.finished_channel(job_id), expected, handing_back],
             ),
         )
+        if result == RequeueResult.CANCELED.value:
+            self._count_end(job_id, JobStatus.CANCELED)
         return RequeueResult(result)
 
     def owed_messages(self, limit: int = 100) -> list[str]:
@@ -539,7 +552,21 @@ class JobStore:
                 *_flatten(fields),
             ],
         )
-        return None if result == "refused" else JobStatus(result)
+        if result == "refused":
+            return None
+        if isinstance(result, list):  # this run's finish again, its first reply lost: counted then
+            return JobStatus(result[0])
+        ended = JobStatus(result)
+        JOBS_FINISHED.labels(ended.value, job.region, job.spec.pipeline).inc()
+        if ended is JobStatus.SUCCEEDED and bill_micro_usd:  # a cancel that raced in bills nothing
+            BILLED_RUNS.labels(job.region, job.spec.pipeline).inc()
+        return ended
+
+    def _count_end(self, job_id: str, status: JobStatus) -> None:
+        """Count a job a cancel or a requeue just ended (its record says where it was, and its pipeline)."""
+        job = self.get(job_id)
+        if job is not None:
+            JOBS_FINISHED.labels(status.value, job.region, job.spec.pipeline).inc()
 
     def _in_region(self, job_id: str, region: str | None, call: Callable[[str, str], Any]) -> Any:
         """``call(queued index key, region)`` with the job's region: ``region`` if the caller knows it,

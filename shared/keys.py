@@ -7,6 +7,12 @@ from dataclasses import dataclass
 INTERACTIVE = "interactive"
 BATCH = "batch"
 PRIORITIES = (INTERACTIVE, BATCH)
+# kombu's Redis transport with `queue_order_strategy: priority` keeps a queue in a list per priority step:
+# the queue's own name for step 0 (every message smartseg sends: it sets no priority), that name with this
+# separator and the step for the others. kombu's defaults (Channel.sep, PRIORITY_STEPS), found by sending
+# messages of each priority (tests/integration/test_queues.py checks them against kombu's own).
+KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
 
 
 def queue_name(region: str, priority: str = INTERACTIVE) -> str:
@@ -139,6 +145,11 @@ class Keys:
         """Redis list of a region's Celery queue (kombu prefixes broker keys with ``broker_prefix``)."""
         return f"{self.broker_prefix}{queue_name(region, priority)}"
 
+    def queue_lists(self, region: str, priority: str = INTERACTIVE) -> list[str]:
+        """Every Redis list of a region's Celery queue, one per kombu priority step, ``queue`` first."""
+        base = self.queue(region, priority)
+        return [base, *(f"{base}{KOMBU_PRIORITY_SEPARATOR}{step}" for step in KOMBU_PRIORITY_STEPS[1:])]
+
     def queued(self, region: str = "") -> str:
         """Sorted set of a region's queued jobs' record keys (scored by when they entered it): what the
         router re-sends when a dead worker took a message with it. ``queued()`` is the prefix of these."""
@@ -160,6 +171,15 @@ class Keys:
     def router_lock(self) -> str:
         """String naming the active router; its TTL lets a standby take over when the holder dies."""
         return f"{self.prefix}:router-lock"
+
+    def process_beat(self, role: str, hostname: str, pid: int) -> str:
+        """String a router or deliverer process refreshes while it runs; its TTL says it stopped."""
+        return f"{self.prefix}:alive:{role}:{hostname}:{pid}"
+
+    def process_beat_pattern(self, role: str, hostname: str) -> str:
+        """SCAN pattern matching the beats of one role's processes on one host (container probes); the
+        host is a segment of its own, so host `web` never matches `web-2`."""
+        return f"{self.prefix}:alive:{role}:{hostname}:*"
 
     def every_heartbeat_pattern(self) -> str:
         """SCAN pattern matching the heartbeats of every region."""

@@ -29,4 +29,9 @@ class Outbox:
         try:
             self.store.message_sent(job.id)
         except RedisError as exc:
-            log.warning("job %s: sent, but still in the outbox (%s); it will be sent again", job.id, exc)
+            log.warning(
+                "job %s: sent, but still in the outbox (%s); it will be sent again",
+                job.id,
+                exc,
+                extra={"job_id": job.id},
+            )

@@ -26,7 +26,11 @@ class Queues:
         self._move = register(client, "move_messages")
 
     def length(self, region: str, priority: str) -> int:
-        return int(self.client.llen(self.keys.queue(region, priority)))
+        """Messages waiting in the queue: in all its lists (a message sent with a priority is in another)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.keys.queue_lists(region, priority):
+            pipe.llen(key)
+        return sum(int(length) for length in pipe.execute())
 
     def move(
         self, source: str, target: str, priority: str, served: Iterable[str] | None = None, limit: int = 1000

@@ -103,7 +103,8 @@ def local_worker_is_live(client: redis.Redis, keys: Keys, region: str, hostname:
     now = time.time()
     for beat in live_workers(client, keys, region):
         if (
-            str(beat.get("worker_id", "")).startswith(f"{region}-{hostname}-")
+            # Worker ids are region-host-pid: the whole host, so host `web` is not `web-2`.
+            str(beat.get("worker_id", "")).rsplit("-", 1)[0] == f"{region}-{hostname}"
             and now - beat["beat_at"] <= ttl_s
         ):
             return True

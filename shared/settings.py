@@ -64,9 +64,12 @@ class Settings(BaseSettings):
     # "bucket/prefix" entries s3:// manifests may be read from, with the service's own S3 credentials;
     # empty: s3:// manifests are refused (they could name any object those credentials reach).
     manifest_s3_prefixes: CommaList = []
+    # How long a job is kept: its record, its Idempotency-Key and its mask files expire together.
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
-    idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
     lease_s: float = Field(default=30.0, gt=1)
+    # SIGTERM to a worker: it stops taking jobs at once, and the job it runs has this long to finish
+    # before it is handed back (a new token, queued again now: not a wait for the lease to expire).
+    shutdown_grace_s: float = Field(default=25.0, ge=0)
     visibility_timeout_s: int = Field(default=3600, ge=60)
     max_wait_s: int = Field(default=60, ge=0, le=300)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
@@ -108,6 +111,12 @@ class Settings(BaseSettings):
     api_socket_fd: int | None = None
     public_base_url: str | None = None
     log_level: str = "INFO"
+    # json: one JSON object a line (time, level, logger, message, role and job fields), for a log pipeline.
+    log_format: Literal["text", "json"] = "text"
+    # Prometheus: the API serves /metrics on its own port; a worker, router or deliverer serves its own
+    # metrics on this port when set (None or 0: not served). Containers bind 0.0.0.0 to be scraped.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     @field_validator(
         "regions",

@@ -56,8 +56,11 @@ def s3_client(settings: Settings, endpoint: str) -> Any:
     return client
 
 
+JOBS_PREFIX = "jobs/"  # every mask file is under it, and nothing else: what retention expires
+
+
 def object_key(job_id: str, attempt: int, filename: str) -> str:
-    return f"jobs/{job_id}/{attempt}/{filename}"
+    return f"{JOBS_PREFIX}{job_id}/{attempt}/{filename}"
 
 
 class Presigner:

@@ -93,4 +93,6 @@ class LeaseRenewer:
                 try:
                     lease.renew()
                 except Exception as exc:  # a Redis blip: the next round or checkpoint tries again
-                    log.warning("lease renewal of %s failed: %s", lease.job_id, exc)
+                    log.warning(
+                        "lease renewal of %s failed: %s", lease.job_id, exc, extra={"job_id": lease.job_id}
+                    )

@@ -30,6 +30,9 @@ from smartseg.shared.celery_app import make_celery, send_job
 from smartseg.shared.fetch import fetch_limits
 from smartseg.shared.jobstore import JobRecord, JobStatus, JobStore, RequeueResult
 from smartseg.shared.keys import PRIORITIES
+from smartseg.shared.liveness import beat
+from smartseg.shared.logs import configure_logging
+from smartseg.shared.metrics import ROUTER_ACTIVE, serve_metrics
 from smartseg.shared.outbox import Outbox
 from smartseg.shared.queues import Queues
 from smartseg.shared.redis_connection import redis_client
@@ -38,8 +41,9 @@ from smartseg.shared.scripts import register
 from smartseg.shared.settings import Settings
 from smartseg.shared.storage import MaskStorage
 from smartseg.worker.batch_expander import BatchExpander
+from smartseg.worker.mask_retention import MaskRetention
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("smartseg.worker.router")  # not __main__ under `python -m`
 
 TICK_S = 0.5
 OWED_RETRY_S = 5.0  # an owed message nowhere can run is looked at again this much later
@@ -107,7 +111,7 @@ class Router:
                 if moved:
                     target.queued[priority] += moved
                     moves.append(Move(dead.region, target.region, priority, moved))
-                    log.warning(
+                    log.info(
                         "moved %d %s messages from %s to %s", moved, priority, dead.region, target.region
                     )
                 if not self.queues.length(dead.region, priority):
@@ -142,7 +146,7 @@ class Router:
                 target.queued[job.spec.priority] += 1
                 sent += 1
         if sent:
-            log.warning("re-sent %d queued jobs of %s", sent, dead)
+            log.info("re-sent %d queued jobs of %s", sent, dead)
         return sent
 
     def requeue_lost_runs(self) -> int:
@@ -151,7 +155,7 @@ class Router:
         for job_id in self.store.expired_leases():
             if self.store.requeue_if_lease_expired(job_id) is RequeueResult.REQUEUED:
                 requeued += 1
-                log.warning("lease of %s expired: requeued with a new token", job_id)
+                log.info("lease of %s expired: requeued with a new token", job_id, extra={"job_id": job_id})
         return requeued
 
     def send_owed_messages(self, healthy: dict[str, RegionState]) -> None:
@@ -194,23 +198,29 @@ def run(settings: Settings, stop: threading.Event) -> None:
     celery = make_celery(settings)
     router = Router(client, store, celery, settings.regions)
     batches = BatchStore(client, store.keys, settings.job_ttl_s)
-    s3 = MaskStorage.from_settings(settings).client if settings.manifest_s3_prefixes else None
+    storage = MaskStorage.from_settings(settings)
+    s3 = storage.client if settings.manifest_s3_prefixes else None
+    retention = MaskRetention(storage, settings.job_ttl_s)
     expander = BatchExpander(settings, store, batches, Outbox(store, celery), fetch_limits(settings), s3)
     active = False
     try:
         while not stop.is_set():
             try:
+                beat(client, store.keys, "router")  # standbys too: each copy's probe sees it loop
                 holding = lock.hold()
                 if holding != active:
-                    log.warning("router %s", "active" if holding else "standing by")
+                    log.info("router %s", "active" if holding else "standing by")
                     active = holding
+                    ROUTER_ACTIVE.set(int(active))
                 if holding:
                     router.tick()
                     expander.tick()
+                    retention.tick()
             except redis.RedisError as exc:  # Redis restarting: keep trying
                 log.warning("router tick failed: %s", exc)
             stop.wait(TICK_S)
     finally:
+        ROUTER_ACTIVE.set(0)
         with contextlib.suppress(redis.RedisError):  # a standby takes over once the lock expires anyway
             lock.release()
         client.close()
@@ -218,13 +228,12 @@ def run(settings: Settings, stop: threading.Event) -> None:
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s router %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings, "router")
+    serve_metrics(settings, "router")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.warning("router starting for regions %s", ",".join(settings.regions))
+    log.info("router starting for regions %s", ",".join(settings.regions))
     run(settings, stop)
 
 

@@ -13,12 +13,22 @@ from smartseg.shared.errors import JobCanceled, JobFailure, LeaseLost, PipelineF
 from smartseg.shared.fetch import ImageFetcher
 from smartseg.shared.jobstore import JobRecord, JobStore
 from smartseg.shared.mask_encoding import encode_mask
+from smartseg.shared.metrics import JOB_STAGE_SECONDS
 from smartseg.shared.storage import MaskStorage, object_key
 from smartseg.worker.image import DEFAULT_MAX_SIDE, DecodedImage, decode_image
 from smartseg.worker.lease import MIN_CHECK_INTERVAL_S, Lease, LeaseRenewer
 from smartseg.worker.pipeline.base import Pipeline, PromptResult, mask_box
 
 log = logging.getLogger(__name__)
+
+# The run's measured stages (its record's metrics) as smartseg_job_stage_seconds names them.
+STAGE_METRICS = {
+    "queue_s": "queue_wait",
+    "fetch_s": "fetch",
+    "decode_s": "decode",
+    "inference_s": "inference",
+    "upload_s": "upload",
+}
 
 
 class JobRunner:
@@ -46,6 +56,7 @@ class JobRunner:
         self.decode_max_side = decode_max_side  # the pipeline's working size; masks return at full size
         self.region = region  # recorded on each job it claims
         self.current_job: str | None = None  # shown in the heartbeat
+        self.current_token: str | None = None  # what a shutdown hands back
 
     def status(self) -> dict[str, Any]:
         current = self.current_job
@@ -61,18 +72,26 @@ class JobRunner:
         if pipeline is None:
             handed = self.store.hand_back(job_id, token)
             log.warning("job %s needs pipeline %s, not served here: %s", job_id, pipeline_name,
-                        "handed back" if handed else "stale message dropped")  # fmt: skip
+                        "handed back" if handed else "stale message dropped",
+                        extra=self._fields(job_id))  # fmt: skip
             return "handed_back" if handed else "stale"
         claim, job = self.store.claim_record(job_id, token, self.worker_id, self.lease_s, self.region)
         if job is None:
-            log.info("dropped message for %s: %s", job_id, claim.value)
+            log.info("dropped message for %s: %s", job_id, claim.value, extra=self._fields(job_id))
             return claim.value
         claimed = time.perf_counter()
         # Both times are the Redis clock's (the claim and the create wrote them).
         queue_s = (job.started_at or job.created_at) - job.created_at
         metrics: dict[str, float] = {"queue_s": round(queue_s, 4)}
+        log.info(
+            "job %s claimed, attempt %d, %.3fs after it was created",
+            job_id,
+            job.attempt,
+            queue_s,
+            extra=self._fields(job_id, stage="queue_wait", duration_s=metrics["queue_s"]),
+        )
         uploaded: list[str] = []
-        self.current_job = job_id
+        self.current_job, self.current_token = job_id, token
         try:
             with self.leases.hold(job_id, token) as lease:
                 try:
@@ -88,17 +107,50 @@ class JobRunner:
                 except JobFailure as exc:
                     ended = self._fail(job, token, exc, metrics)
                 except Exception as exc:
-                    log.exception("job %s failed unexpectedly", job_id)
+                    log.exception("job %s failed unexpectedly", job_id, extra=self._fields(job_id))
                     ended = self._fail(
                         job, token, SmartsegError(f"internal error: {type(exc).__name__}"), metrics
                     )
         finally:
-            self.current_job = None
+            self.current_job = self.current_token = None
         if ended is None or ended.value != "succeeded":
-            self._discard(uploaded)
+            self._discard(job_id, uploaded)
         outcome = ended.value if ended else "lost"
-        log.info("job %s %s in %.3fs", job_id, outcome, queue_s + time.perf_counter() - claimed)
+        total_s = round(queue_s + time.perf_counter() - claimed, 4)
+        if ended is not None:  # a run that lost its lease did not finish: another one will
+            self._observe(job, metrics, total_s)
+        log.info(
+            "job %s %s in %.3fs",
+            job_id,
+            outcome,
+            total_s,
+            extra=self._fields(job_id, stage="total", duration_s=total_s),
+        )
         return outcome
+
+    def _fields(self, job_id: str, **more: object) -> dict[str, object]:
+        """A job's log fields (``extra=``): a log search follows the job by them."""
+        return {"job_id": job_id, "region": self.region, "worker": self.worker_id, **more}
+
+    def _stage_done(self, job: JobRecord, stage: str, started: float) -> float:
+        """Seconds since ``started``, logged as the duration of ``stage``."""
+        seconds = _since(started)
+        log.info(
+            "job %s %s done in %.3fs",
+            job.id,
+            stage,
+            seconds,
+            extra=self._fields(job.id, stage=stage, duration_s=seconds),
+        )
+        return seconds
+
+    def _observe(self, job: JobRecord, metrics: dict[str, float], total_s: float) -> None:
+        """A finished run's stage times, into smartseg_job_stage_seconds: the stages it reached."""
+        pipeline = job.spec.pipeline
+        for key, stage in STAGE_METRICS.items():
+            if key in metrics:
+                JOB_STAGE_SECONDS.labels(stage, self.region, pipeline).observe(metrics[key])
+        JOB_STAGE_SECONDS.labels("total", self.region, pipeline).observe(total_s)
 
     def _stages(
         self, job: JobRecord, pipeline: Pipeline, lease: Lease, metrics: dict[str, float], uploaded: list[str]
@@ -108,11 +160,11 @@ class JobRunner:
         started = time.perf_counter()
         # A download that waits on the network checks for a cancel every second, not only when it ends.
         fetched = self.fetcher.fetch(spec.image_url, lease.checkpoint)
-        metrics["fetch_s"] = _since(started)
+        metrics["fetch_s"] = self._stage_done(job, "fetch", started)
 
         started = time.perf_counter()
         image = decode_image(fetched.data, self.max_image_pixels, self.decode_max_side)
-        metrics["decode_s"] = _since(started)
+        metrics["decode_s"] = self._stage_done(job, "decode", started)
         lease.checkpoint()
 
         started = time.perf_counter()
@@ -121,14 +173,14 @@ class JobRunner:
             results = pipeline.run(image.pixels, spec.prompts, spec.options)
         except Exception as exc:
             raise PipelineFailed(f"pipeline {pipeline.name} failed: {type(exc).__name__}") from exc
-        metrics["inference_s"] = _since(started)
+        metrics["inference_s"] = self._stage_done(job, "inference", started)
         for name, count in pipeline.counters().items():
             metrics[name] = count - counters_before[name]
         lease.checkpoint()
 
         started = time.perf_counter()
         outputs = self._upload(job, results, image, fetched.data, spec.options.output_format, uploaded)
-        metrics["upload_s"] = _since(started)
+        metrics["upload_s"] = self._stage_done(job, "upload", started)
         prompt_results = [
             {
                 "prompt": result.prompt,
@@ -180,16 +232,16 @@ class JobRunner:
         return outputs
 
     def _fail(self, job: JobRecord, token: str, error: SmartsegError, metrics: dict[str, float]) -> Any:
-        log.info("job %s failed: %s %s", job.id, error.code, error.message)
+        log.info("job %s failed: %s %s", job.id, error.code, error.message, extra=self._fields(job.id))
         return self.store.fail(job, token, error=error.to_dict(), metrics=metrics)
 
-    def _discard(self, keys: list[str]) -> None:
+    def _discard(self, job_id: str, keys: list[str]) -> None:
         """Outputs of a canceled, failed or taken-over run are removed, best effort."""
         for key in keys:
             try:
                 self.storage.delete(key)
             except Exception as exc:
-                log.warning("could not delete discarded output %s: %s", key, exc)
+                log.warning("could not delete discarded output %s: %s", key, exc, extra=self._fields(job_id))
 
 
 def _since(started: float) -> float:

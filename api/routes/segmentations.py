@@ -38,7 +38,7 @@ IdempotencyKey = Annotated[
         pattern=r"\S",  # HTTP strips spaces around a header value: a blank one arrives empty
         description=(
             "A retry with the same key and body returns what the first one made (for "
-            "`SMARTSEG_IDEMPOTENCY_TTL_S`); another body under the key is a 409."
+            "`SMARTSEG_JOB_TTL_S`, as long as the job); another body under the key is a 409."
         ),
     ),
 ]
@@ -134,7 +134,12 @@ async def create_segmentation(
 
     job, created = await run_in_threadpool(submit)
     if created:
-        log.info("job %s created by key %s", job.id, request.state.key_id)
+        log.info(
+            "job %s created by key %s",
+            job.id,
+            request.state.key_id,
+            extra={"job_id": job.id, "region": job.region, "key_id": request.state.key_id},
+        )
     headers = {"Location": f"/v1/segmentations/{job.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -147,7 +152,9 @@ def _send(services: Services, job: JobRecord) -> None:
     try:
         services.outbox.send(job)
     except Exception as exc:
-        log.warning("job %s: message not sent (%s); the router will send it", job.id, exc)
+        log.warning(
+            "job %s: message not sent (%s); the router will send it", job.id, exc, extra={"job_id": job.id}
+        )
 
 
 @router.get(

@@ -1,8 +1,8 @@
 -- A client's cancel: a queued job ends at once; a running one is flagged for its worker to stop.
 -- KEYS: [1] job record, [2] queued index of ARGV[3]'s region, [3] the owner's active jobs
 -- ARGV: [1] owner, [2] finished channel, [3] the region the caller expects the job to be in
--- Returns: 'canceled' | 'cancel_requested' | 'missing' (none, or another owner's) | the terminal status
---          it already has | {'moved', region}
+-- Returns: 'canceled_now' (it was queued: it ends now) | 'cancel_requested' | 'missing' (none, or another
+--          owner's) | the terminal status it already has ('canceled' again, for one) | {'moved', region}
 --- @include "clock.lua"
 --- @include "webhook.lua"
 --- @include "batch.lua"
@@ -19,7 +19,7 @@ if job[1] == 'queued' then
   queue_webhook(job_key, 'completed', redis.call('HGET', job_key, 'id') .. '.completed')
   count_batch_end(job_key, 'canceled', 0)
   redis.call('PUBLISH', finished_channel, 'canceled')
-  return 'canceled'
+  return 'canceled_now'
 end
 if job[1] == 'running' then
   redis.call('HSET', job_key, 'cancel_requested', '1')

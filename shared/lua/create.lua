@@ -4,16 +4,16 @@
 -- running jobs as the cap gets none (0: no cap).
 -- KEYS: [1] job record, [2] owner's job index, [3] sequence counter, [4] queued index of the region,
 --       [5] outbox, [6] owner's active jobs, [7] idempotency key (absent: no key)
--- ARGV: [1] job id, [2] job TTL s, [3] idempotency TTL s, [4] request hash, [5] send grace ms,
---       [6] region, [7] most active jobs, [8...] field, value pairs of the record
+-- ARGV: [1] job id, [2] job TTL s (the Idempotency-Key's too: they expire together), [3] request hash,
+--       [4] send grace ms, [5] region, [6] most active jobs, [7...] field, value pairs of the record
 -- Returns: {'created', record as HGETALL} | {'existing', job id} | {'conflict', job id}
 --          | {'too_many', active jobs}
 --- @include "clock.lua"
 local job_key, owner_jobs, sequence, queued, outbox, active, idempotency =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local job_id, job_ttl_s, idempotency_ttl_s, request_hash, send_grace_ms, region, max_active =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
-local FIRST_FIELD = 8
+local job_id, job_ttl_s, request_hash, send_grace_ms, region, max_active =
+  ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local FIRST_FIELD = 7
 
 if idempotency then
   local seen = redis.call('GET', idempotency)
@@ -39,5 +39,5 @@ redis.call('ZADD', owner_jobs, redis.call('INCR', sequence), job_id)
 redis.call('EXPIRE', owner_jobs, job_ttl_s)
 redis.call('ZADD', queued, math.floor(now_s), job_key)
 redis.call('ZADD', outbox, now_ms + send_grace_ms, job_key)
-if idempotency then redis.call('SET', idempotency, job_id .. '|' .. request_hash, 'EX', idempotency_ttl_s) end
+if idempotency then redis.call('SET', idempotency, job_id .. '|' .. request_hash, 'EX', job_ttl_s) end
 return {'created', redis.call('HGETALL', job_key)}

@@ -5,7 +5,8 @@
 --       kept, [6...] field, value pairs
 -- A billed run counts in the owner's total and in the day's (UTC, Redis clock): <usage>:day:<days since
 -- 1970-01-01>, a key made here from KEYS[3] because the day is only known on the Redis clock.
--- Returns: the status it ended in | 'refused' (the token no longer holds the job)
+-- Returns: the status it ended in | {status, 'again'} (this run had ended it: nothing changed now) |
+--          'refused' (the token no longer holds the job)
 --- @include "clock.lua"
 --- @include "webhook.lua"
 --- @include "batch.lua"
@@ -18,7 +19,7 @@ local SECONDS_PER_DAY = 86400
 local job = redis.call('HMGET', job_key, 'status', 'token', 'cancel_requested')
 -- The same token again after the job ended: this run's own write, repeated because its reply was lost.
 if job[2] == token and (job[1] == 'succeeded' or job[1] == 'failed' or job[1] == 'canceled') then
-  return job[1]
+  return {job[1], 'again'}
 end
 if job[1] ~= 'running' or job[2] ~= token then return 'refused' end
 if job[3] == '1' and status == 'succeeded' then

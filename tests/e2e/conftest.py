@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import random
 import secrets
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from smartseg.cli.launcher import Stack
 from smartseg.shared.credentials import hash_api_key
@@ -40,11 +44,43 @@ def image_server() -> Iterator[ImageServer]:
         yield ImageServer(base_url, images)
 
 
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive ports free now, below the OS's range for outgoing connections
+    (a Stack with ``metrics_port`` N gives its children N, N + 1, ...)."""
+    for _ in range(100):
+        first = random.randrange(20_000, 30_000)
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+@contextlib.contextmanager
+def redis_user(url: str) -> Iterator[tuple[str, str]]:
+    """``url`` as a Redis user of its own with a password (an ACL user, removed afterwards), and the
+    password, which no process given that URL may print."""
+    password, user = f"pw-{secrets.token_hex(12)}", f"e2e-{secrets.token_hex(4)}"
+    scheme, rest = url.split("://", 1)
+    with contextlib.closing(redis.Redis.from_url(url)) as client:
+        client.acl_setuser(
+            user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"], commands=["+@all"]
+        )
+        try:
+            yield f"{scheme}://{user}:{password}@{rest.rsplit('@', 1)[-1]}", password
+        finally:
+            client.acl_deluser(user)
+
+
 @dataclass
 class RunningStack:
     stack: Stack
     api_key: str
     other_api_key: str
+    redis_password: str
 
     def client(self, api_key: str | None = None) -> JsonClient:
         return JsonClient(self.stack.api_url, api_key or self.api_key)
@@ -55,22 +91,28 @@ def running_stack(
     service_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningStack]:
     api_key, other_key = f"sk-test-{secrets.token_hex(8)}", f"sk-other-{secrets.token_hex(8)}"
-    settings = service_settings.updated(
-        **{
-            "key_prefix": f"e2e-{secrets.token_hex(4)}",
-            "regions": [*SERVED_REGIONS, IDLE_REGION],
-            "api_key_hashes": [hash_api_key(api_key), hash_api_key(other_key)],
-            "fetch_allowed_networks": ["127.0.0.0/8"],
-            "fetch_allowed_ports": ["*"],
-            "api_port": 0,
-            "price_usd": "0.37",
-            # Webhook retries in a fraction of a second, not a day.
-            "webhook_retry_schedule_s": ["0.2", "0.2", "0.2"],
-            "webhook_timeout_s": 1.0,
-            # Batch manifests may be read from here with the service's own S3 credentials.
-            "manifest_s3_prefixes": [f"{service_settings.s3_bucket}/manifests/"],
-        }
-    )
-    stack = Stack(settings, Path(tmp_path_factory.mktemp("stack")), worker_regions=SERVED_REGIONS).start()
-    yield RunningStack(stack, api_key, other_key)
-    stack.stop()
+    with redis_user(service_settings.require_redis_url()) as (redis_url, redis_password):
+        settings = service_settings.updated(
+            **{
+                "redis_url": redis_url,
+                # What production runs: JSON logs (tests/e2e/test_observability.py reads them all), and a
+                # metrics port per process, from this one on.
+                "log_format": "json",
+                "metrics_port": free_port_run(len(SERVED_REGIONS) + 2),
+                "key_prefix": f"e2e-{secrets.token_hex(4)}",
+                "regions": [*SERVED_REGIONS, IDLE_REGION],
+                "api_key_hashes": [hash_api_key(api_key), hash_api_key(other_key)],
+                "fetch_allowed_networks": ["127.0.0.0/8"],
+                "fetch_allowed_ports": ["*"],
+                "api_port": 0,
+                "price_usd": "0.37",
+                # Webhook retries in a fraction of a second, not a day.
+                "webhook_retry_schedule_s": ["0.2", "0.2", "0.2"],
+                "webhook_timeout_s": 1.0,
+                # Batch manifests may be read from here with the service's own S3 credentials.
+                "manifest_s3_prefixes": [f"{service_settings.s3_bucket}/manifests/"],
+            }
+        )
+        stack = Stack(settings, Path(tmp_path_factory.mktemp("stack")), worker_regions=SERVED_REGIONS).start()
+        yield RunningStack(stack, api_key, other_key, redis_password)
+        stack.stop()

@@ -159,6 +159,9 @@ def test_up_serves_the_cli_through_its_env_file_and_stops_everything_on_ctrl_c(t
         assert {region["region"] for region in regions if region["healthy"]} == {"us-east", "eu-west"}
         health = run(["smartseg", "health", "--worker"], {**env, "SMARTSEG_REGION": "eu-west"}, workdir)
         assert health.returncode == 0, health.stderr
+        for role in ("--router", "--deliverer"):  # the container probes of the other two loops
+            probe = run(["smartseg", "health", role], env, workdir)
+            assert probe.returncode == 0, probe.stderr
 
         # A second launcher refuses the same run dir, and another one the same port, before starting
         # anything of its own.

@@ -74,12 +74,13 @@ def test_import_smartseg_in_a_clean_venv(wheel: Path, tmp_path: Path) -> None:
     assert found.stdout.strip().startswith(str(venv / "lib"))
 
 
-def test_the_image_copies_every_folder_the_package_is_made_of() -> None:
-    # `pip install .` in the image fails on a folder pyproject.toml maps but the Dockerfile leaves out.
+@pytest.mark.parametrize("dockerfile", ["api.Dockerfile", "worker.Dockerfile"])
+def test_the_images_copy_every_folder_the_package_is_made_of(dockerfile: str) -> None:
+    # `pip install .` in an image fails on a folder pyproject.toml maps but the Dockerfile leaves out.
     import tomllib
 
     folders = set(
         tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
     )
-    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    assert {folder for folder in folders if f"COPY {folder} {folder}" not in dockerfile} == set()
+    text = (ROOT / "deploy" / dockerfile).read_text()
+    assert {folder for folder in folders if f"COPY {folder} {folder}" not in text} == set()

@@ -11,9 +11,15 @@ import pytest
 import redis
 from celery import Celery
 
-from smartseg.shared.celery_app import send_job
+from smartseg.shared.celery_app import SEGMENT_TASK, send_job
 from smartseg.shared.jobstore import JobStatus, JobStore
-from smartseg.shared.keys import BATCH, INTERACTIVE, queue_name
+from smartseg.shared.keys import (
+    BATCH,
+    INTERACTIVE,
+    KOMBU_PRIORITY_SEPARATOR,
+    KOMBU_PRIORITY_STEPS,
+    queue_name,
+)
 from smartseg.shared.queues import Queues
 from smartseg.shared.regions import live_workers
 from smartseg.shared.settings import Settings
@@ -114,6 +120,25 @@ def test_messages_move_only_to_a_region_that_serves_their_pipeline(
     assert queues.move(DEAD, REGION, BATCH, served=["sam3"]) == 2
     assert queues.length(DEAD, BATCH) == 0
     client.delete(store.keys.queue(REGION, BATCH))
+
+
+def test_a_queues_length_counts_every_list_kombu_keeps_it_in(
+    client: redis.Redis, celery_app: Celery, queues: Queues
+) -> None:
+    """kombu keeps a queue in one list per priority step: a message sent with a priority is counted too."""
+    from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+    assert (Channel.sep, tuple(PRIORITY_STEPS)) == (KOMBU_PRIORITY_SEPARATOR, KOMBU_PRIORITY_STEPS)
+    for priority in (None, 0, 2, 3, 5, 6, 9, 10):  # steps 0, 0, 0, 3, 3, 6, 9, 9
+        options = {} if priority is None else {"priority": priority}
+        for queue in (INTERACTIVE, BATCH):
+            celery_app.send_task(
+                SEGMENT_TASK, kwargs={"job_id": "x", "token": "y"}, queue=queue_name(DEAD, queue), **options
+            )
+    lists = [*queues.keys.queue_lists(DEAD, INTERACTIVE), *queues.keys.queue_lists(DEAD, BATCH)]
+    assert set(client.scan_iter(match=f"{queues.keys.queue(DEAD)}*")) == set(lists)  # what kombu made
+    assert (queues.length(DEAD, INTERACTIVE), queues.length(DEAD, BATCH)) == (8, 8)
+    client.delete(*lists)
 
 
 def test_moved_messages_run_in_the_new_region(

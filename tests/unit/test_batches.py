@@ -36,7 +36,7 @@ def client() -> fakeredis.FakeRedis:
 
 @pytest.fixture
 def store(client: fakeredis.FakeRedis) -> JobStore:
-    return JobStore(client, Keys("t"), 3600, 600, PRICE)
+    return JobStore(client, Keys("t"), 3600, PRICE)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ def client() -> fakeredis.FakeRedis:
 
 @pytest.fixture
 def store(client: fakeredis.FakeRedis) -> JobStore:
-    return JobStore(client, Keys("t"), job_ttl_s=3600, idempotency_ttl_s=600, price_micro_usd=PRICE)
+    return JobStore(client, Keys("t"), job_ttl_s=3600, price_micro_usd=PRICE)
 
 
 def new_job(store: JobStore, owner: str = "alice", **extra: object):
@@ -90,7 +90,7 @@ def test_success_bills_exactly_once(store: JobStore) -> None:
 def test_a_run_that_found_nothing_is_billed_only_where_the_setting_says(
     client: fakeredis.FakeRedis, bill_no_match: bool, billed: int
 ) -> None:
-    store = JobStore(client, Keys("t"), 3600, 600, PRICE, bill_no_match=bill_no_match)
+    store = JobStore(client, Keys("t"), 3600, PRICE, bill_no_match=bill_no_match)
     job, _ = new_job(store)
     store.claim(job.id, job.token, "w1", 10)
     assert (
@@ -249,6 +249,28 @@ def test_a_live_lease_is_left_alone_and_a_canceled_run_ends(store: JobStore) -> 
     assert store.requeue_if_lease_expired("seg_000000000000000000000000") is RequeueResult.NOT_RUNNING
 
 
+def test_a_worker_shutting_down_hands_its_run_back_at_once(store: JobStore) -> None:
+    job, _ = new_job(store)
+    store.claim(job.id, job.token, "w1", 30)  # a long lease: the hand-back does not wait for it
+    assert store.hand_back_run(job.id, "another-runs-token") is RequeueResult.NOT_RUNNING
+    assert store.get(job.id).status is JobStatus.RUNNING
+    assert store.hand_back_run(job.id, job.token) is RequeueResult.REQUEUED
+    again = store.get(job.id)
+    assert (again.status, again.attempt) == (JobStatus.QUEUED, 2) and again.token != job.token
+    assert store.owed_messages() == [job.id] and store.expired_leases() == []
+    assert store.renew_lease(job.id, job.token, 10) is LeaseState.LOST  # the old run stops...
+    assert (
+        store.succeed(job, job.token, outputs=[], prompt_results=MATCHED, metrics={}) is None
+    )  # ...unbilled
+    assert store.hand_back_run(job.id, job.token) is RequeueResult.NOT_RUNNING  # twice: nothing more
+    # A cancel that was pending ends it instead.
+    other, _ = new_job(store)
+    store.claim(other.id, other.token, "w1", 30)
+    store.cancel("alice", other.id)
+    assert store.hand_back_run(other.id, other.token) is RequeueResult.CANCELED
+    assert store.get(other.id).status is JobStatus.CANCELED
+
+
 def test_history_records_each_region_a_job_passes_through(store: JobStore) -> None:
     job, _ = new_job(store)
     assert store.move_to_region(job.id, "eu-west", "us-east")
@@ -336,7 +358,7 @@ def test_the_fingerprint_is_what_earlier_versions_hashed() -> None:
 
 
 def test_an_owner_has_at_most_the_cap_of_queued_and_running_jobs(client: fakeredis.FakeRedis) -> None:
-    store = JobStore(client, Keys("t"), 3600, 600, PRICE, max_active_jobs=2)
+    store = JobStore(client, Keys("t"), 3600, PRICE, max_active_jobs=2)
     first, _ = new_job(store, idempotency_key_hash="k1", request_hash="h1")
     second, _ = new_job(store)
     with pytest.raises(TooManyJobs) as refused:
@@ -366,7 +388,7 @@ def test_an_owner_has_at_most_the_cap_of_queued_and_running_jobs(client: fakered
 
 
 def test_a_key_of_its_own_cap_is_held_to_it_instead_of_the_stores(client: fakeredis.FakeRedis) -> None:
-    store = JobStore(client, Keys("t"), 3600, 600, PRICE, max_active_jobs=2)
+    store = JobStore(client, Keys("t"), 3600, PRICE, max_active_jobs=2)
     assert new_job(store, max_active_jobs=1)[1]
     with pytest.raises(TooManyJobs) as refused:
         new_job(store, max_active_jobs=1)

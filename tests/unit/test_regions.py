@@ -57,6 +57,8 @@ def test_local_worker_probe_wants_a_fresh_beat_from_this_host() -> None:
     assert not local_worker_is_live(client, KEYS, "us-east", "host", 3.0)
     beat(client, "us-east", "us-east-other-7", busy=False)
     assert not local_worker_is_live(client, KEYS, "us-east", "host", 3.0)
+    beat(client, "us-east", "us-east-host-2-8", busy=False)  # host `host-2`, whose name starts like ours
+    assert not local_worker_is_live(client, KEYS, "us-east", "host", 3.0)
     beat(client, "us-east", "us-east-host-9", busy=False, age_s=10)  # a stalled beat thread
     assert not local_worker_is_live(client, KEYS, "us-east", "host", 3.0)
     beat(client, "us-east", "us-east-host-9", busy=False)
@@ -82,7 +84,7 @@ def test_work_only_goes_where_its_pipeline_is_served() -> None:
 
 
 def test_an_owed_message_goes_where_its_pipeline_is_served_or_waits() -> None:
-    store = JobStore(fakeredis.FakeRedis(decode_responses=True), KEYS, 3600, 600, 1)
+    store = JobStore(fakeredis.FakeRedis(decode_responses=True), KEYS, 3600, 1)
 
     def job(pipeline: str, policy: RegionPolicy = "prefer", region: str = "us-east") -> JobRecord:
         spec = JobSpec(image_url="x", prompts=("a",), pipeline=pipeline, region_policy=policy)

@@ -77,7 +77,7 @@ def client() -> fakeredis.FakeRedis:
 
 @pytest.fixture
 def store(client: fakeredis.FakeRedis) -> JobStore:
-    return JobStore(client, Keys("t"), 3600, 600, 120_000)
+    return JobStore(client, Keys("t"), 3600, 120_000)
 
 
 def make_runner(
