@@ -59,6 +59,10 @@ def make_celery(settings: Settings) -> Celery:
 # (region_policy=require) is never moved; a job's pipeline only moves to a region that serves it.
 PINNED_HEADER = "smartseg_pinned"
 PIPELINE_HEADER = "smartseg_pipeline"
+# The job and the run a message is for, readable without decoding the body: a move of the message
+# carries the job's queued-index entry with it (lua/move_messages.lua), so nothing re-sends it.
+JOB_HEADER = "smartseg_job"
+TOKEN_HEADER = "smartseg_token"  # noqa: S105 - a header name, not a secret
 
 
 def message_headers(spec: JobSpec) -> dict[str, object]:
@@ -75,5 +79,5 @@ def send_job(app: Celery, job: JobRecord, region: str | None = None) -> None:
         SEGMENT_TASK,
         kwargs={"job_id": job.id, "token": job.token},
         queue=queue_name(region or job.region, job.spec.priority),
-        headers=message_headers(job.spec),
+        headers={**message_headers(job.spec), JOB_HEADER: job.id, TOKEN_HEADER: job.token},
     )

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import redis
 
-from smartseg.shared.celery_app import PINNED_HEADER, PIPELINE_HEADER
+from smartseg.shared.celery_app import JOB_HEADER, PINNED_HEADER, PIPELINE_HEADER, TOKEN_HEADER
 from smartseg.shared.keys import Keys, queue_name
 from smartseg.shared.scripts import register
 
@@ -36,9 +36,15 @@ class Queues:
         self, source: str, target: str, priority: str, served: Iterable[str] | None = None, limit: int = 1000
     ) -> int:
         """Move up to ``limit`` queued messages of ``priority`` from region ``source`` to ``target``:
-        those not pinned, whose pipeline is one of ``served`` (None: any; unmarked messages always move)."""
+        those not pinned, whose pipeline is one of ``served`` (None: any; unmarked messages always move).
+        Each moved message's job moves with it (its queued-index entry, its record's region)."""
         moved = self._move(
-            keys=[self.keys.queue(source, priority), self.keys.queue(target, priority)],
+            keys=[
+                self.keys.queue(source, priority),
+                self.keys.queue(target, priority),
+                self.keys.queued(source),
+                self.keys.queued(target),
+            ],
             args=[
                 queue_name(source, priority),
                 queue_name(target, priority),
@@ -46,6 +52,11 @@ class Queues:
                 f'"{PINNED_HEADER}": true',
                 PIPELINE_HEADER,
                 "*" if served is None else f",{','.join(served)},",
+                JOB_HEADER,
+                TOKEN_HEADER,
+                self.keys.job(""),
+                source,
+                target,
             ],
         )
         return int(moved)

@@ -123,9 +123,10 @@ class Router:
         pipeline, or, for a job pinned there, in its own region, once per attempt.
 
         A worker killed while blocked in BRPOP takes the message Redis just handed it along (kombu records
-        it as unacked only once it has read it), so a queued job can have no message anywhere. The moved
-        messages above make most of these duplicates, which the fenced claim drops. The message is sent
-        before the job's index entry moves: a crash in between means one more duplicate, never none."""
+        it as unacked only once it has read it), so a queued job can have no message anywhere. A message
+        the move above carried took its job's index entry along, so what is left here is what lost its
+        message (and jobs pinned here). The message is sent before the job's index entry moves: a crash
+        in between means one duplicate, which the fenced claim drops, never none."""
         sent = 0
         for job_id in self.store.queued_in(dead):
             job = self.store.get(job_id)

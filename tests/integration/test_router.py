@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import redis
 from celery import Celery
 
 from smartseg.cli.launcher import child_environment, stop_processes
-from smartseg.shared.celery_app import message_headers, send_job
+from smartseg.shared.celery_app import JOB_HEADER, TOKEN_HEADER, make_celery, message_headers, send_job
 from smartseg.shared.jobspec import JobSpec
 from smartseg.shared.jobstore import ClaimResult, JobStatus, JobStore
 from smartseg.shared.keys import BATCH, INTERACTIVE
@@ -152,3 +153,53 @@ def test_a_run_whose_worker_died_is_run_again_elsewhere_once(
     # The dead run's late result is refused.
     assert store.succeed(job, job.token, outputs=[], prompt_results=[], metrics={}) is None
     assert "requeued with a new token" in router_process.read_text()
+
+
+def _message_tokens(client: redis.Redis, store: JobStore, region: str) -> dict[str, list[str]]:
+    """Job id -> the tokens of the messages waiting for it in ``region``'s interactive queue."""
+    tokens: dict[str, list[str]] = {}
+    for raw in client.lrange(store.keys.queue(region, INTERACTIVE), 0, -1):
+        headers = json.loads(raw)["headers"]
+        tokens.setdefault(headers[JOB_HEADER], []).append(headers[TOKEN_HEADER])
+    return tokens
+
+
+def test_a_dead_regions_job_costs_one_message_when_moved(
+    settings: Settings, store: JobStore, client: redis.Redis
+) -> None:
+    # Two regions of this test's own (the module's router process and worker serve the others): ALIVE
+    # looks alive (a fresh heartbeat, no consumer), so GONE's work moves there.
+    gone, alive = "int-gone-2", "int-alive"
+    celery_app = make_celery(settings.updated(regions=[alive, gone]))
+    router = Router(client, store, celery_app, [alive, gone])
+    beat = {"worker_id": f"{alive}-probe-1", "region": alive, "pipelines": ["lite"], "busy": False}
+    client.set(store.keys.heartbeat(alive, "probe"), json.dumps({**beat, "beat_at": time.time()}), px=30_000)
+    client.hset(store.keys.region_beats(), alive, time.time())
+    spec = JobSpec(image_url="https://images.invalid/x.png", prompts=("x",), pipeline="lite")
+    jobs = [store.create(owner="owner-r9", spec=spec, region=gone, filename_stem="a")[0] for _ in range(12)]
+    for job in jobs[:10]:
+        send_job(celery_app, job)  # their messages wait in GONE's queue
+    # Job 11's only message is stale (an earlier run's token); job 12's died with a worker in BRPOP.
+    send_message(celery_app, jobs[10].id, "an-earlier-token", gone, INTERACTIVE,
+                 **{JOB_HEADER: jobs[10].id, TOKEN_HEADER: "an-earlier-token"})  # fmt: skip
+    try:
+        router.tick()
+        router.tick()  # nothing more to do
+        waiting = _message_tokens(client, store, alive)
+        current = {job.id: store.get(job.id) for job in jobs}
+        # Every job has exactly one message for its current run, and no job a second one.
+        for job in jobs:
+            live = [token for token in waiting.get(job.id, []) if token == current[job.id].token]
+            assert len(live) == 1, (job.id, waiting.get(job.id))
+        assert sum(len(tokens) for tokens in waiting.values()) == 12 + 1  # plus the stale one, moved along
+        assert all(
+            record.region == alive and record.status is JobStatus.QUEUED for record in current.values()
+        )
+        assert all(
+            [step["event"] for step in record.history] == ["queued", "moved"] for record in current.values()
+        )
+        assert store.queued_in(gone) == [] and Queues(client, store.keys).length(gone, INTERACTIVE) == 0
+    finally:
+        for job in jobs:
+            store.cancel("owner-r9", job.id)
+        client.delete(store.keys.queue(alive, INTERACTIVE), store.keys.heartbeat(alive, "probe"))
