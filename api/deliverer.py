@@ -178,7 +178,7 @@ def _attempt_error(exc: SmartsegError) -> str:
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
-    client = redis_client(settings.require_redis_url())
+    client = redis_client(settings.require_redis_url(), settings.redis_timeout_s)
     store = JobStore.from_settings(settings, client)
     deliverer = Deliverer(
         settings,

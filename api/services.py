@@ -49,8 +49,8 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         keys = Keys(settings.key_prefix)
-        client = redis_client(settings.require_redis_url())
-        client_async = async_redis_client(settings.require_redis_url())
+        client = redis_client(settings.require_redis_url(), settings.redis_timeout_s)
+        client_async = async_redis_client(settings.require_redis_url(), settings.redis_timeout_s)
         store = JobStore.from_settings(settings, client)
         return cls(
             settings=settings,

@@ -19,6 +19,7 @@ from smartseg.shared.keys import Keys
 log = logging.getLogger(__name__)
 
 RESUBSCRIBE_DELAY_S = 0.5
+LISTEN_READ_S = 1.0  # under the client's read timeout (SMARTSEG_REDIS_TIMEOUT_S, 2 s by default)
 
 
 class JobWaiter:
@@ -85,8 +86,12 @@ class JobWaiter:
             try:
                 await pubsub.psubscribe(self.keys.finished_channel("*"))
                 self._subscribed.set()
-                async for message in pubsub.listen():
-                    self._wake(str(message["channel"]).rsplit(":", 1)[-1])
+                while True:
+                    # Its own read timeout: an idle channel is no hung Redis (the client's read timeout
+                    # would say it is). None: nothing came within it; ask again.
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=LISTEN_READ_S)
+                    if message is not None:
+                        self._wake(str(message["channel"]).rsplit(":", 1)[-1])
             except (RedisError, OSError) as exc:
                 log.warning("job announcements lost (%s); resubscribing", exc)
             finally:

@@ -199,7 +199,7 @@ def command_keys(args: argparse.Namespace) -> int:
 
     settings = cli_settings()
     try:
-        with redis_client(settings.require_redis_url()) as client:
+        with redis_client(settings.require_redis_url(), settings.redis_timeout_s) as client:
             store = ApiKeyStore(client, Keys(settings.key_prefix))
             if args.keys_command == "list":
                 for key in store.list():

@@ -225,7 +225,7 @@ class JobStore:
     def from_settings(cls, settings: Settings, client: redis.Redis | None = None) -> JobStore:
         """The store on ``client``, else on a new client of the settings' Redis (it connects on first use)."""
         return cls(
-            client or redis_client(settings.require_redis_url()),
+            client or redis_client(settings.require_redis_url(), settings.redis_timeout_s),
             Keys(settings.key_prefix),
             job_ttl_s=settings.job_ttl_s,
             price_micro_usd=to_micro_usd(settings.price_usd),

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # How long a job is kept: its record, its Idempotency-Key and its mask files expire together.
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     lease_s: float = Field(default=30.0, gt=1)
+    # Connect and read timeout of every Redis command: a Redis that does not answer makes the API answer
+    # 503 within about this long, instead of hanging (a restart's refused connections are retried).
+    redis_timeout_s: float = Field(default=2.0, gt=0)
     # SIGTERM to a worker: it stops taking jobs at once, and the job it runs has this long to finish
     # before it is handed back (a new token, queued again now: not a wait for the lease to expire).
     shutdown_grace_s: float = Field(default=25.0, ge=0)

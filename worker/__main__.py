@@ -37,7 +37,7 @@ def main() -> None:
     except WorkerStartError as exc:
         logging.getLogger("worker").error("cannot start: %s", exc)
         raise SystemExit(1) from None
-    client = redis_client(settings.require_redis_url())
+    client = redis_client(settings.require_redis_url(), settings.redis_timeout_s)
     store = JobStore.from_settings(settings, client)
     runner = build_runner(settings, store, loaded)
     runner.storage.ensure_bucket()

@@ -193,7 +193,7 @@ def destination(job: JobRecord, healthy: dict[str, RegionState]) -> str | None:
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
-    client = redis_client(settings.require_redis_url())
+    client = redis_client(settings.require_redis_url(), settings.redis_timeout_s)
     store = JobStore.from_settings(settings, client)
     lock = RouterLock(client, store.keys.router_lock(), f"{socket.gethostname()}-{os.getpid()}")
     celery = make_celery(settings)

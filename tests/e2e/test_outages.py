@@ -8,7 +8,9 @@ budget is spent; none is left `running`.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -105,6 +107,63 @@ def test_a_redis_restart_loses_no_accepted_job(
             holder = client.get(Keys(settings.key_prefix).router_lock())
             ttl_ms = client.pttl(Keys(settings.key_prefix).router_lock())
         assert holder == f"{socket.gethostname()}-{stack.router.pid}" and 0 < ttl_ms <= LOCK_TTL_S * 1000
+    finally:
+        stack.stop()
+
+
+REDIS_PAUSED_S = 6.0  # longer than the clients' read timeout (SMARTSEG_REDIS_TIMEOUT_S)
+ANSWER_WITHIN_S = 10.0  # a request to an API whose Redis hangs must be answered (503) within this
+
+
+def test_a_hung_redis_gets_503s_at_once_on_every_endpoint_and_everything_recovers(
+    private_redis: tuple[EmbeddedRedis, str],
+    service_settings: Settings,
+    image_urls: tuple[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    server, url = private_redis
+    fast, _ = image_urls
+    api_key = f"sk-paused-{secrets.token_hex(8)}"
+    settings = _stack_settings(service_settings, api_key, redis_url=url, redis_timeout_s=1.0)
+    stack = Stack(settings, Path(tmp_path_factory.mktemp("redis-paused"))).start()
+    headers = {"Authorization": f"Bearer {api_key}"}
+    try:
+        with JsonClient(stack.api_url, api_key) as client:
+            job = client.create({"image_url": fast, "prompt": "largest shape"}, wait_s=30)
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)  # it accepts connections and answers nothing
+        try:
+            calls = [
+                ("GET", "/readyz", None),
+                ("GET", f"/v1/segmentations/{job['id']}", None),
+                ("GET", "/v1/segmentations", None),
+                ("POST", "/v1/segmentations", {"image_url": fast, "prompt": "largest shape"}),
+                ("GET", "/v1/regions", None),
+                ("GET", "/v1/usage", None),
+            ]
+            with httpx.Client(base_url=stack.api_url, headers=headers, timeout=ANSWER_WITHIN_S) as api:
+                for method, path, body in calls:
+                    answer = api.request(method, path, json=body)
+                    assert answer.status_code == 503, (path, answer.status_code, answer.text)
+                    shown = answer.json()  # /readyz says which part is down; the API, its error code
+                    assert (
+                        shown == {"status": "unavailable", "redis": "down"}
+                        if path == "/readyz"
+                        else (shown["error"]["code"] == "service_unavailable")
+                    ), (path, shown)
+            time.sleep(max(0.0, REDIS_PAUSED_S - 1))
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        # Nothing was restarted: the same processes serve again, and a new job runs to the end.
+        with JsonClient(stack.api_url, api_key) as client:
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{stack.api_url}/readyz", timeout=5).status_code != 200:
+                assert time.monotonic() < deadline, "the API did not recover"
+                time.sleep(0.2)
+            after = client.create({"image_url": fast, "prompt": "largest shape"}, wait_s=30)
+            done = client.wait(after["id"], timeout_s=JOB_TIMEOUT_S)
+        assert done["status"] == "succeeded"
+        assert all(process.poll() is None for process in [stack.api, stack.router, *stack.workers.values()])
     finally:
         stack.stop()
 
