@@ -46,6 +46,10 @@ def make_celery(settings: Settings) -> Celery:
             "unacked_restore_interval": UNACKED_RESTORE_INTERVAL_S,
             "unacked_restore_throttle": UNACKED_RESTORE_THROTTLE,
             "global_keyprefix": Keys(settings.key_prefix).broker_prefix,
+            # A publish to a Redis that hangs fails instead of waiting forever (kombu's own advice),
+            # as every other Redis command does (shared/redis_connection.py).
+            "socket_timeout": settings.redis_timeout_s,
+            "socket_connect_timeout": settings.redis_timeout_s,
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
