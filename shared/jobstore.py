@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import re
 import secrets
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from smartseg.shared.billing import SECONDS_PER_DAY, to_micro_usd
 from smartseg.shared.errors import (
@@ -27,6 +29,8 @@ from smartseg.shared.metrics import BILLED_RUNS, JOBS_FINISHED, JOBS_SUBMITTED
 from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.scripts import register
 from smartseg.shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # A new job is owed its first message: the API sends it and crosses it off the outbox at once. One still
 # there after this long (the API died in between, or Redis refused the send) is sent by the router.
@@ -202,6 +206,8 @@ class JobStore:
         max_active_jobs: int = 0,
         bill_no_match: bool = False,
         usage_retention_days: int = 400,
+        ack_replicas: int = 0,
+        ack_timeout_ms: int = 1000,
     ) -> None:
         self._redis = client
         self.keys = keys
@@ -210,6 +216,9 @@ class JobStore:
         self.max_active_jobs = max_active_jobs  # queued + running per owner; 0: no cap
         self.bill_no_match = bill_no_match  # whether a run whose every prompt found nothing is billed
         self.usage_retention_s = usage_retention_days * SECONDS_PER_DAY
+        # Replicas that must hold a job's creation (and a run's end) before the call returns (WAIT).
+        self.ack_replicas = ack_replicas
+        self.ack_timeout_ms = ack_timeout_ms
         self._create = register(client, "create")
         self._claim = register(client, "claim")
         self._renew = register(client, "renew")
@@ -232,6 +241,8 @@ class JobStore:
             max_active_jobs=settings.max_active_jobs,
             bill_no_match=settings.bill_no_match,
             usage_retention_days=settings.usage_retention_days,
+            ack_replicas=settings.redis_ack_replicas,
+            ack_timeout_ms=settings.redis_ack_timeout_ms,
         )
 
     def close(self) -> None:
@@ -278,20 +289,18 @@ class JobStore:
         ]
         if idempotency_key_hash:
             keys.append(self.keys.idempotency(owner, idempotency_key_hash))
-        outcome, found = self._create(
-            keys=keys,
-            args=[
-                job_id,
-                self.job_ttl_s,
-                request_hash or "",
-                int(SEND_GRACE_S * 1000),
-                region,
-                cap,
-                *_flatten(fields),
-            ],
-        )
+        args = [job_id, self.job_ttl_s, request_hash or "", int(SEND_GRACE_S * 1000), region, cap]
+        (outcome, found), acknowledged = self._replicated(self._create, keys, [*args, *_flatten(fields)])
         if outcome == "created":
             JOBS_SUBMITTED.labels(region, spec.pipeline, spec.priority).inc()
+            if acknowledged < self.ack_replicas:
+                # It exists on the primary and will run (it is owed its message); only its survival of
+                # the primary's loss is unconfirmed. A retry under the same Idempotency-Key returns it.
+                raise ServiceUnavailable(
+                    f"job {job_id} was created, but {acknowledged} of {self.ack_replicas} replicas "
+                    f"confirmed it within {self.ack_timeout_ms} ms; retry with the same Idempotency-Key",
+                    {"job_id": job_id, "replicas": self.ack_replicas, "acknowledged": acknowledged},
+                )
             return _record(found), True
         if outcome == "too_many":
             raise TooManyJobs.over(
@@ -532,18 +541,30 @@ class JobStore:
             for day, (runs, micro) in zip(days, pipe.execute(), strict=True)
         ]
 
+    def _replicated(self, script: Script, keys: list[str], args: list[Any]) -> tuple[Any, int]:
+        """``script``'s reply, and how many replicas hold its writes: WAIT on the same connection (it counts
+        that connection's writes), only when acknowledged writes are asked for."""
+        if not self.ack_replicas:
+            return script(keys=keys, args=args), 0
+        pipe = self._redis.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.wait(self.ack_replicas, self.ack_timeout_ms)
+        reply, acknowledged = pipe.execute()
+        return reply, int(acknowledged)
+
     def _end(
         self, job: JobRecord, token: str, status: JobStatus, fields: dict[str, Any], bill_micro_usd: int
     ) -> JobStatus | None:
-        result = self._finish(
-            keys=[
+        result, acknowledged = self._replicated(
+            self._finish,
+            [
                 self.keys.job(job.id),
                 self.keys.lease(job.id),
                 self.keys.usage(job.owner),
                 self.keys.running(),
                 self.keys.owner_active(job.owner),
             ],
-            args=[
+            [
                 token,
                 status.value,
                 bill_micro_usd,
@@ -552,6 +573,17 @@ class JobStore:
                 *_flatten(fields),
             ],
         )
+        if acknowledged < self.ack_replicas and result != "refused":
+            # Nothing to undo: if the primary is lost before a replica has it, the run's lease runs out
+            # on the promoted one and the job runs again there, billed once there.
+            log.warning(
+                "job %s ended %s, but %d of %d replicas confirmed it in time",
+                job.id,
+                status.value,
+                acknowledged,
+                self.ack_replicas,
+                extra={"job_id": job.id},
+            )
         if result == "refused":
             return None
         if isinstance(result, list):  # this run's finish again, its first reply lost: counted then

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from smartseg.shared.errors import MissingSetting
@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # Connect and read timeout of every Redis command: a Redis that does not answer makes the API answer
     # 503 within about this long, instead of hanging (a restart's refused connections are retried).
     redis_timeout_s: float = Field(default=2.0, gt=0)
+    # Acknowledged writes: replicas that must hold a new job (WAIT) before its 202, and a run's end before
+    # the worker moves on; 0 for a single server, 1 where replicas exist. Not confirmed within the
+    # timeout: the submit answers 503 (the job exists and runs: retry with the same Idempotency-Key).
+    redis_ack_replicas: int = Field(default=0, ge=0)
+    redis_ack_timeout_ms: int = Field(default=500, ge=1)
     # SIGTERM to a worker: it stops taking jobs at once, and the job it runs has this long to finish
     # before it is handed back (a new token, queued again now: not a wait for the lease to expire).
     shutdown_grace_s: float = Field(default=25.0, ge=0)
@@ -136,6 +141,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _wait_within_the_read_timeout(self) -> Settings:
+        # A WAIT longer than the read timeout would be cut by it: the client could not say how many
+        # replicas confirmed the write.
+        if self.redis_ack_replicas and self.redis_ack_timeout_ms >= self.redis_timeout_s * 1000:
+            raise ValueError("SMARTSEG_REDIS_ACK_TIMEOUT_MS must be under SMARTSEG_REDIS_TIMEOUT_S")
+        return self
 
     @field_validator("webhook_retry_schedule_s")
     @classmethod
