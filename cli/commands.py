@@ -23,6 +23,7 @@ from smartseg.shared.api_keys import LIMIT_FIELDS, ApiKey, ApiKeyStore, KeyLimit
 from smartseg.shared.credentials import hash_api_key
 from smartseg.shared.env_file import DEFAULT_RUN_DIR, ENV_FILE_NAME, find_env_file, write_env_file
 from smartseg.shared.errors import InvalidRequest, MissingSetting, SmartsegError, StackStartError
+from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def command_health(args: argparse.Namespace) -> int:
     keys, host = Keys(settings.key_prefix), socket.gethostname()
     what = f"a {settings.region} worker" if args.worker else f"a {args.role}"
     try:
-        client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True, socket_timeout=2)
+        client = redis_client(settings.require_redis_url(), settings.redis_timeout_s)
         with client:
             if args.worker:
                 live = local_worker_is_live(client, keys, settings.region, host, settings.heartbeat_ttl_s)
@@ -195,7 +196,6 @@ def shown_limits(key: ApiKey) -> str:
 def command_keys(args: argparse.Namespace) -> int:
     """``smartseg keys create|list|update|revoke|rotate`` against the settings' Redis."""
     from smartseg.shared.keys import Keys
-    from smartseg.shared.redis_connection import redis_client
 
     settings = cli_settings()
     try:

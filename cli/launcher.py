@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import redis
 
 from smartseg.shared.errors import StackStartError
 from smartseg.shared.keys import Keys
+from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.regions import live_workers
 from smartseg.shared.settings import Settings
 
@@ -284,7 +284,7 @@ class Stack:
 
     def wait_for_workers(self) -> None:
         """Until every started worker's heartbeat is in Redis, which it writes once it consumes."""
-        client = redis.Redis.from_url(self.settings.require_redis_url(), decode_responses=True)
+        client = redis_client(self.settings.require_redis_url(), self.settings.redis_timeout_s)
         keys = Keys(self.settings.key_prefix)
         try:
             for region, process in self.workers.items():

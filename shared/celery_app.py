@@ -8,6 +8,7 @@ from kombu import Queue
 from smartseg.shared.jobspec import JobSpec
 from smartseg.shared.jobstore import JobRecord
 from smartseg.shared.keys import INTERACTIVE, Keys, queue_name, region_queues
+from smartseg.shared.redis_address import sentinel_address
 from smartseg.shared.settings import Settings
 
 SEGMENT_TASK = "smartseg.segment"
@@ -22,7 +23,9 @@ PUBLISH_RETRY_POLICY = {"max_retries": 8, "interval_start": 0, "interval_step": 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app bound to the settings' Redis; builds nothing at import time."""
-    app = Celery("smartseg", broker=settings.require_redis_url(), set_as_current=False)
+    sentinel = sentinel_address(settings.require_redis_url())
+    broker = settings.require_redis_url() if sentinel is None else sentinel.kombu_url()
+    app = Celery("smartseg", broker=broker, set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -50,6 +53,12 @@ def make_celery(settings: Settings) -> Celery:
             # as every other Redis command does (shared/redis_connection.py).
             "socket_timeout": settings.redis_timeout_s,
             "socket_connect_timeout": settings.redis_timeout_s,
+            # kombu's sentinel transport: the master the Sentinels name, asked with the same password.
+            **(
+                {}
+                if sentinel is None
+                else {"master_name": sentinel.master, "sentinel_kwargs": {"password": sentinel.password}}
+            ),
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

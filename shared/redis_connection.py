@@ -18,9 +18,13 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError
 from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from smartseg.shared.redis_address import SentinelAddress, sentinel_address
 
 # 0.1, 0.2, 0.4, 0.8, 1, 1 s apart: a restarting Redis has about 3.5 s to come back before callers see
 # the error (the API answers 503, a worker's run is picked up again when its lease expires).
@@ -34,11 +38,45 @@ HEALTH_CHECK_S = 10
 
 
 def redis_client(url: str, timeout_s: float = DEFAULT_TIMEOUT_S, **options: Any) -> redis.Redis:
-    return redis.Redis.from_url(url, **_reconnecting(Retry, timeout_s), **options)
+    """A client of ``url``: a ``redis://`` server, or the master ``redis+sentinel://`` Sentinels name,
+    followed to the promoted replica after a failover (a reconnect asks the Sentinels again)."""
+    sentinel = sentinel_address(url)
+    if sentinel is None:
+        return redis.Redis.from_url(url, **_reconnecting(Retry, timeout_s), **options)
+    sentinels = Sentinel(sentinel.sentinels, sentinel_kwargs=_sentinel_options(sentinel, timeout_s))
+    master: redis.Redis = sentinels.master_for(
+        sentinel.master,
+        db=sentinel.db,
+        password=sentinel.password,
+        **_reconnecting(Retry, timeout_s),
+        **options,
+    )
+    return master
 
 
 def async_redis_client(url: str, timeout_s: float = DEFAULT_TIMEOUT_S, **options: Any) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, **_reconnecting(AsyncRetry, timeout_s), **options)
+    sentinel = sentinel_address(url)
+    if sentinel is None:
+        return aioredis.Redis.from_url(url, **_reconnecting(AsyncRetry, timeout_s), **options)
+    sentinels = AsyncSentinel(sentinel.sentinels, sentinel_kwargs=_sentinel_options(sentinel, timeout_s))
+    master: aioredis.Redis = sentinels.master_for(
+        sentinel.master,
+        db=sentinel.db,
+        password=sentinel.password,
+        **_reconnecting(AsyncRetry, timeout_s),
+        **options,
+    )
+    return master
+
+
+def _sentinel_options(sentinel: SentinelAddress, timeout_s: float) -> dict[str, Any]:
+    """How the Sentinels themselves are asked: with the same password and timeouts."""
+    return {
+        "password": sentinel.password,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "decode_responses": True,
+    }
 
 
 def _reconnecting(retry: type[Retry] | type[AsyncRetry], timeout_s: float) -> dict[str, Any]:
