@@ -25,6 +25,7 @@ import httpx
 
 from smartseg.shared.errors import StackStartError
 from smartseg.shared.keys import Keys
+from smartseg.shared.ports import free_ports
 from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.regions import live_workers
 from smartseg.shared.settings import Settings
@@ -38,20 +39,6 @@ S3_PORT_NAMES = (
     "s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
     "filer.port", "filer.port.grpc", "webdav.port", "admin.port", "admin.port.grpc",
 )  # fmt: skip
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the OS has just handed out; held together so no two are the same."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def listen(host: str, port: int) -> socket.socket:
