@@ -16,9 +16,10 @@ from rich.table import Table
 
 from smartseg.shared.client import Client, Segmentation, SegmentationFailed
 from smartseg.shared.errors import ClientError
+from smartseg.shared.jobstore import JobStatus
+from smartseg.shared.mask_encoding import MASK_FORMATS
 
 LIST_LIMIT = 20
-OUTPUT_FORMATS = ("png", "rle", "polygon", "cutout")
 
 out = Console(highlight=False, soft_wrap=True)  # a line per mask, whatever the width
 err = Console(stderr=True, highlight=False)
@@ -38,7 +39,7 @@ def add_api_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
     segment.add_argument("image", help="a path, or an http(s) URL")
     segment.add_argument("prompts", nargs="+", metavar="PROMPT", help='what to segment, e.g. "red ball"')
     segment.add_argument("-o", "--out", type=Path, default=Path("smartseg-out"), help="folder for the files")
-    segment.add_argument("--format", choices=OUTPUT_FORMATS, help="mask file format (default png)")
+    segment.add_argument("--format", choices=MASK_FORMATS, help="mask file format (default png)")
     segment.add_argument("--pipeline", help="lite, grounded-sam, grounded-sam2, sam3 (default: the API's)")
     segment.add_argument("--max-masks", type=int, help="masks per prompt")
     segment.add_argument("--box-threshold", type=float)
@@ -54,7 +55,7 @@ def add_api_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
     get.add_argument("id")
     get.add_argument("--wait", type=float, default=0, help="wait up to N s for it to end")
     listing = jobs_commands.add_parser("list", help="newest first")
-    listing.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "canceled"))
+    listing.add_argument("--status", choices=[status.value for status in JobStatus])
     listing.add_argument("--batch-id")
     listing.add_argument("--limit", type=int, default=LIST_LIMIT, help=f"at most N (default {LIST_LIMIT})")
     cancel = jobs_commands.add_parser("cancel", help="cancel a queued or running job")

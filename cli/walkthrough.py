@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
+from smartseg.api.pages import STATIC
 from smartseg.cli.launcher import Stack
 from smartseg.shared.env_file import DEFAULT_RUN_DIR, ENV_FILE_VARIABLE
 
@@ -20,7 +20,7 @@ class Sample:
 
 def samples_dir() -> Path:
     """The sample images shipped with the API (served at ``/samples/`` for the playground)."""
-    return Path(str(resources.files("smartseg.api").joinpath("static", "samples")))
+    return STATIC / "samples"
 
 
 def first_sample() -> Sample:

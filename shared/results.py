@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from smartseg.shared.jobstore import JobStatus
 from smartseg.shared.mask_encoding import decode_rle, rasterize_polygons
 from smartseg.shared.schemas import Job, MaskOutput
 
@@ -23,7 +24,6 @@ __all__ = ["Mask", "Segmentation", "overlay"]
 OVERLAY_COLOURS = [(255, 0, 255), (0, 200, 255), (255, 140, 0), (0, 255, 120), (255, 255, 0)]
 OVERLAY_ALPHA = 0.35
 OUTSIDE_BRIGHTNESS = 0.3
-TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
 
 Downloader = Callable[[str], bytes]
 
@@ -168,7 +168,7 @@ class Segmentation:
 
     @property
     def done(self) -> bool:
-        return self.job.status in TERMINAL_STATUSES
+        return JobStatus(self.job.status).is_terminal()
 
     @property
     def result(self) -> str | None:
