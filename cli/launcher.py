@@ -339,7 +339,7 @@ class Stack:
     def connection_env(self, api_key: str) -> dict[str, str]:
         """How the running stack is reached, for the env file ``smartseg up`` writes."""
         settings = self.settings
-        env = {
+        return {
             "SMARTSEG_API_URL": self.api_url,
             "SMARTSEG_API_KEY": api_key,
             "SMARTSEG_REDIS_URL": settings.require_redis_url(),
@@ -351,7 +351,6 @@ class Stack:
             "SMARTSEG_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
             "SMARTSEG_MODEL_DIR": str(Path(settings.model_dir).resolve()),
         }
-        return env
 
     def processes(self) -> dict[str, int]:
         pids = {f"worker-{region}": process.pid for region, process in self.workers.items()}

@@ -28,7 +28,6 @@ class GracefulShutdown:
         self.heartbeat = heartbeat
         self.grace_s = grace_s
         self._started = threading.Event()
-        self.done = threading.Event()  # the grace period has passed and what was held is handed back
 
     def begin(self) -> None:
         if self._started.is_set():  # a second SIGTERM: already on its way
@@ -45,10 +44,8 @@ class GracefulShutdown:
             log.info(
                 "shutting down: job %s has %.1fs to finish", job_id, self.grace_s, extra={"job_id": job_id}
             )
-        deadline_passed = not self._wait_for_idle(self.grace_s)
-        if deadline_passed:
+        if not self._wait_for_idle(self.grace_s):
             self.hand_back()
-        self.done.set()
 
     def _wait_for_idle(self, timeout_s: float) -> bool:
         """True once no job runs, False if one still does after ``timeout_s``."""
