@@ -357,10 +357,10 @@ class JobStore:
             )
             if not batch:
                 return JobPage(jobs, None)
-            for job_id, score in batch:
+            records = self.get_many([job_id for job_id, _ in batch])  # one round trip per batch
+            for (_, score), job in zip(batch, records, strict=True):
                 scanned += 1
                 last_seq = int(score)
-                job = self.get(job_id)
                 if (
                     job is not None
                     and (status is None or job.status == status)
@@ -570,6 +570,8 @@ class JobStore:
                 bill_micro_usd,
                 self.keys.finished_channel(job.id),
                 self.usage_retention_s,
+                job.attempt,
+                job.region,
                 *_flatten(fields),
             ],
         )

@@ -108,6 +108,22 @@ HTTP_REQUEST_SECONDS = Histogram(
     buckets=HTTP_BUCKETS,
     registry=None,
 )
+ROUTER_MESSAGES_SENT = Counter(
+    "smartseg_router_messages_sent_total",
+    "Job messages the router put in a region's queue, by why: moved (a dead region's message, carried with "
+    "its job), resent (a new message for a queued job whose message was lost), owed (from the outbox: a "
+    "new job's first message the API did not send, a lost run's next one).",
+    ["reason", "region"],
+    registry=None,
+)
+WORKER_MESSAGES = Counter(
+    "smartseg_worker_messages_total",
+    "Job messages a worker took from its queue, by outcome: the run's end (succeeded, failed, canceled, "
+    "lost), or why it was dropped unrun (stale: an earlier run's token; not_queued: the job runs or ended; "
+    "missing: the job expired; handed_back: its pipeline is not served here).",
+    ["outcome"],
+    registry=None,
+)
 ROUTER_ACTIVE = Gauge(
     "smartseg_router_active",
     "1 while this router copy holds the lock and routes, 0 on standby.",
@@ -126,8 +142,8 @@ ROLE_METRICS: dict[Role, tuple[Collector, ...]] = {
         HTTP_REQUESTS,
         HTTP_REQUEST_SECONDS,
     ),
-    "worker": (JOBS_FINISHED, JOB_STAGE_SECONDS, BILLED_RUNS),
-    "router": (ROUTER_ACTIVE, JOBS_SUBMITTED, JOBS_FINISHED),
+    "worker": (JOBS_FINISHED, JOB_STAGE_SECONDS, BILLED_RUNS, WORKER_MESSAGES),
+    "router": (ROUTER_ACTIVE, ROUTER_MESSAGES_SENT, JOBS_SUBMITTED, JOBS_FINISHED),
     "deliverer": (WEBHOOK_DELIVERIES,),
 }
 

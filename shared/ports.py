@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 import socket
 
 
@@ -17,3 +19,18 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive ports free now, below the OS's range for outgoing connections
+    (a Stack with ``metrics_port`` N gives its children N, N + 1, ...)."""
+    for _ in range(100):
+        first = random.randrange(20_000, 30_000)
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports found")

@@ -243,9 +243,12 @@ class JobInput(BaseModel):
 class RegionEvent(BaseModel):
     """One step of a job's way through the regions."""
 
-    event: Literal["queued", "moved", "started", "requeued"] = Field(
+    event: Literal["queued", "moved", "started", "requeued", "finished", "refused"] = Field(
         description="queued: placed at submit; moved: its region died, it went to another before running; "
-        "started: a worker there claimed it; requeued: that worker stopped renewing its lease, it runs again."
+        "started: a worker there claimed it; requeued: that worker stopped renewing its lease, it runs "
+        "again; finished: a run ended the job (succeeded, failed or canceled); refused: a run reached its "
+        "end after it had lost the job (its lease ran out), and its result was discarded. `attempt` is the "
+        "run's."
     )
     region: str
     attempt: int
@@ -261,7 +264,9 @@ class Job(BaseModel):
     input: JobInput
     region: str
     attempts: int
-    history: list[RegionEvent] = Field(description="Where the job was queued, moved, started, requeued.")
+    history: list[RegionEvent] = Field(
+        description="Where the job was queued, moved, started, requeued, and how its runs ended."
+    )
     cancel_requested: bool
     result: Literal["match", "no_match"] | None
     outputs: list[MaskOutput]

@@ -26,11 +26,14 @@ def serve_pngs(images: dict[str, bytes], delays_s: dict[str, float] | None = Non
                 self.send_error(404)
                 return
             time.sleep((delays_s or {}).get(name, 0.0))
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the fetching worker was killed meanwhile (the chaos tests and benches do that)
 
         def log_message(self, format: str, *args: Any) -> None:  # keep the output readable
             return

@@ -17,6 +17,7 @@ from smartseg.shared.celery_app import PIPELINE_HEADER, SEGMENT_TASK, make_celer
 from smartseg.shared.errors import UnknownPipeline, WorkerStartError
 from smartseg.shared.fetch import ImageFetcher, fetch_limits
 from smartseg.shared.jobstore import JobStore
+from smartseg.shared.metrics import WORKER_MESSAGES
 from smartseg.shared.settings import Settings
 from smartseg.shared.storage import MaskStorage
 from smartseg.worker.model_weights import prepare_models
@@ -96,6 +97,8 @@ def build_worker_app(settings: Settings, runner: JobRunner) -> Celery:
     def segment(task: Task, job_id: str, token: str) -> str:
         # Custom message headers are read with request.get (celery/celery#4875). A message without one
         # (sent before messages named their pipeline) is handed back, and the router sends a new one.
-        return runner.run(job_id, token, task.request.get(PIPELINE_HEADER) or "")
+        outcome = runner.run(job_id, token, task.request.get(PIPELINE_HEADER) or "")
+        WORKER_MESSAGES.labels(outcome).inc()
+        return outcome
 
     return app

@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 import redis
@@ -32,7 +33,7 @@ from smartseg.shared.jobstore import JobRecord, JobStatus, JobStore, RequeueResu
 from smartseg.shared.keys import PRIORITIES
 from smartseg.shared.liveness import beat
 from smartseg.shared.logs import configure_logging
-from smartseg.shared.metrics import ROUTER_ACTIVE, serve_metrics
+from smartseg.shared.metrics import ROUTER_ACTIVE, ROUTER_MESSAGES_SENT, serve_metrics
 from smartseg.shared.outbox import Outbox
 from smartseg.shared.queues import Queues
 from smartseg.shared.redis_connection import redis_client
@@ -48,6 +49,8 @@ log = logging.getLogger("smartseg.worker.router")  # not __main__ under `python 
 TICK_S = 0.5
 OWED_RETRY_S = 5.0  # an owed message nowhere can run is looked at again this much later
 LOCK_TTL_S = 3.0
+MOVE_STEP = 1000  # messages one atomic move step carries
+MOVE_BUDGET_S = 1.0  # of moving per tick: the lock is renewed between ticks
 
 
 class RouterLock:
@@ -95,28 +98,42 @@ class Router:
         moves = []
         for state in states:
             if not state.healthy:
-                moves += self.move_queues(state, healthy)
-                self.resend_queued_jobs(state.region, healthy)
+                moved, all_moved = self.move_queues(state, healthy)
+                moves += moved
+                # A message still waiting to move is not lost: re-sending its job would cost a duplicate.
+                if all_moved:
+                    self.resend_queued_jobs(state.region, healthy)
         return moves
 
-    def move_queues(self, dead: RegionState, healthy: dict[str, RegionState]) -> list[Move]:
+    def move_queues(self, dead: RegionState, healthy: dict[str, RegionState]) -> tuple[list[Move], bool]:
         """A dead region's queued messages, interactive then batch, to the least loaded healthy regions
-        that serve their pipelines: each region in turn, least loaded first, takes what it serves."""
+        that serve their pipelines: each region in turn, least loaded first, takes what it serves, in
+        steps of MOVE_STEP for up to MOVE_BUDGET_S. Returns the moves and whether every message that could
+        move has (False: the budget ran out, the next tick goes on)."""
+        deadline = time.monotonic() + MOVE_BUDGET_S
         moves = []
         for priority in PRIORITIES:
             if not dead.queued[priority]:
                 continue
             for target in least_loaded_first(healthy.values()):
-                moved = self.queues.move(dead.region, target.region, priority, target.pipelines)
-                if moved:
-                    target.queued[priority] += moved
-                    moves.append(Move(dead.region, target.region, priority, moved))
-                    log.info(
-                        "moved %d %s messages from %s to %s", moved, priority, dead.region, target.region
+                while True:
+                    moved = self.queues.move(
+                        dead.region, target.region, priority, target.pipelines, limit=MOVE_STEP
                     )
+                    if moved:
+                        ROUTER_MESSAGES_SENT.labels("moved", target.region).inc(moved)
+                        target.queued[priority] += moved
+                        moves.append(Move(dead.region, target.region, priority, moved))
+                        log.info(
+                            "moved %d %s messages from %s to %s", moved, priority, dead.region, target.region
+                        )
+                    if moved < MOVE_STEP:
+                        break  # this target took all it serves
+                    if time.monotonic() > deadline:
+                        return moves, False
                 if not self.queues.length(dead.region, priority):
                     break
-        return moves
+        return moves, True
 
     def resend_queued_jobs(self, dead: str, healthy: dict[str, RegionState]) -> int:
         """A new message for every job still queued in a dead region: in a healthy region that serves its
@@ -136,6 +153,7 @@ class Router:
             if job.spec.pinned:
                 if not self.store.pinned_resend_done(job):  # it waits there for its region
                     send_job(self.celery, job)
+                    ROUTER_MESSAGES_SENT.labels("resent", dead).inc()
                     self.store.record_pinned_resend(job)
                     sent += 1
                 continue
@@ -143,6 +161,7 @@ class Router:
             if target is None:
                 continue  # no healthy region serves its pipeline: it waits
             send_job(self.celery, job, target.region)
+            ROUTER_MESSAGES_SENT.labels("resent", target.region).inc()
             if self.store.move_to_region(job_id, target.region, dead):
                 target.queued[job.spec.priority] += 1
                 sent += 1
@@ -173,6 +192,7 @@ class Router:
             if region != job.region:
                 self.store.move_to_region(job_id, region, job.region)
             self.outbox.send(job, region)
+            ROUTER_MESSAGES_SENT.labels("owed", region).inc()
             if region in healthy:
                 healthy[region].queued[job.spec.priority] += 1
 

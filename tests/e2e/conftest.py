@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import random
 import secrets
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import redis
 
 from smartseg.cli.launcher import Stack
 from smartseg.shared.credentials import hash_api_key
+from smartseg.shared.ports import free_port_run
 from smartseg.shared.settings import Settings
 from smartseg.testing.api_client import JsonClient
 from smartseg.testing.image_server import serve_pngs
@@ -42,21 +41,6 @@ def image_server() -> Iterator[ImageServer]:
     images: dict[str, bytes] = {}
     with serve_pngs(images) as base_url:
         yield ImageServer(base_url, images)
-
-
-def free_port_run(count: int) -> int:
-    """The first of ``count`` consecutive ports free now, below the OS's range for outgoing connections
-    (a Stack with ``metrics_port`` N gives its children N, N + 1, ...)."""
-    for _ in range(100):
-        first = random.randrange(20_000, 30_000)
-        with contextlib.ExitStack() as held:
-            try:
-                for port in range(first, first + count):
-                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 @contextlib.contextmanager

@@ -87,9 +87,15 @@ def test_the_api_and_every_process_serve_metrics_that_move_with_the_jobs(
     before = workers_before[region]
     finished = ("smartseg_jobs_finished_total", {"status": "succeeded", "region": region, **lite})
 
+    outcome = {"outcome": "succeeded"}  # the message that carried the job, counted after its run's end
+
     def worker_counted() -> bool:
         now = scrape(worker_metrics)
-        return value(now, *finished[:1], **finished[1]) == value(before, *finished[:1], **finished[1]) + 1
+        messages = "smartseg_worker_messages_total"
+        return (
+            value(now, *finished[:1], **finished[1]) == value(before, *finished[:1], **finished[1]) + 1
+            and value(now, messages, **outcome) == value(before, messages, **outcome) + 1
+        )
 
     until(worker_counted, timeout_s=10)
     after = scrape(worker_metrics)

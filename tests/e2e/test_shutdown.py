@@ -112,7 +112,7 @@ def test_sigterm_lets_the_running_job_finish_within_the_grace_period(
         assert worker.wait(timeout=EXIT_TIMEOUT_S) == 0  # it waited for the job, then left cleanly
         done = client.get(job["id"])
     assert done["status"] == "succeeded" and done["attempts"] == 1
-    assert [step["event"] for step in done["history"]] == ["queued", "started"]
+    assert [step["event"] for step in done["history"]] == ["queued", "started", "finished"]
     assert billed_runs(running, api_key) == billed + 1
 
 
@@ -146,7 +146,7 @@ def test_sigterm_past_the_grace_period_hands_the_job_back_at_once(
         if impatient.poll() is None:
             impatient.kill()
     events = [step["event"] for step in done["history"]]
-    assert events == ["queued", "started", "requeued", "started"], events
+    assert events == ["queued", "started", "requeued", "started", "finished"], events
     assert done["status"] == "succeeded" and billed_runs(running, api_key) == billed + 1  # ended once
 
 

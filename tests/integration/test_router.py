@@ -19,8 +19,10 @@ from smartseg.shared.celery_app import JOB_HEADER, TOKEN_HEADER, make_celery, me
 from smartseg.shared.jobspec import JobSpec
 from smartseg.shared.jobstore import ClaimResult, JobStatus, JobStore
 from smartseg.shared.keys import BATCH, INTERACTIVE
+from smartseg.shared.metrics import registry as metrics_registry
 from smartseg.shared.queues import Queues
 from smartseg.shared.settings import Settings
+from smartseg.worker import router as router_module
 from smartseg.worker.router import Router, RouterLock
 from tests.integration.worker_jobs import REGION, data_url_of_scene, new_job, send_message, wait_terminal
 
@@ -164,9 +166,23 @@ def _message_tokens(client: redis.Redis, store: JobStore, region: str) -> dict[s
     return tokens
 
 
+@pytest.mark.parametrize(
+    ("move_step", "move_budget_s"),
+    [(router_module.MOVE_STEP, router_module.MOVE_BUDGET_S), (4, 0.0)],
+    ids=["one step", "steps of 4, one a tick"],
+)
 def test_a_dead_regions_job_costs_one_message_when_moved(
-    settings: Settings, store: JobStore, client: redis.Redis
+    settings: Settings,
+    store: JobStore,
+    client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    move_step: int,
+    move_budget_s: float,
 ) -> None:
+    # In steps smaller than the queue, spread over ticks, a message still waiting to move is not taken
+    # for a lost one (a re-send then would be its job's second message).
+    monkeypatch.setattr(router_module, "MOVE_STEP", move_step)
+    monkeypatch.setattr(router_module, "MOVE_BUDGET_S", move_budget_s)
     # Two regions of this test's own (the module's router process and worker serve the others): ALIVE
     # looks alive (a fresh heartbeat, no consumer), so GONE's work moves there.
     gone, alive = "int-gone-2", "int-alive"
@@ -182,9 +198,23 @@ def test_a_dead_regions_job_costs_one_message_when_moved(
     # Job 11's only message is stale (an earlier run's token); job 12's died with a worker in BRPOP.
     send_message(celery_app, jobs[10].id, "an-earlier-token", gone, INTERACTIVE,
                  **{JOB_HEADER: jobs[10].id, TOKEN_HEADER: "an-earlier-token"})  # fmt: skip
+    counted = metrics_registry("router")
+
+    def sent(reason: str) -> float:
+        return (
+            counted.get_sample_value(
+                "smartseg_router_messages_sent_total", {"reason": reason, "region": alive}
+            )
+            or 0.0
+        )
+
+    before = {reason: sent(reason) for reason in ("moved", "resent")}
     try:
-        router.tick()
-        router.tick()  # nothing more to do
+        for _ in range(5):  # until everything moved, then once more: nothing more to do
+            router.tick()
+        # The router's own count agrees: 11 messages moved (the stale one too), and jobs 11 and 12, which had
+        # no live message, got one each.
+        assert (sent("moved") - before["moved"], sent("resent") - before["resent"]) == (11, 2)
         waiting = _message_tokens(client, store, alive)
         current = {job.id: store.get(job.id) for job in jobs}
         # Every job has exactly one message for its current run, and no job a second one.

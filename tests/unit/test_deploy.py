@@ -70,6 +70,8 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "smartseg_http_requests_total": ("counter", {"method", "route", "status"}),
     "smartseg_http_request_duration_seconds": ("histogram", {"method", "route"}),
     "smartseg_router_active": ("gauge", set()),
+    "smartseg_router_messages_sent_total": ("counter", {"reason", "region"}),
+    "smartseg_worker_messages_total": ("counter", {"outcome"}),
 }
 LABEL_VALUES = {
     "stage": {"queue_wait", "fetch", "decode", "inference", "upload", "total"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from typing import Any
 
 import fakeredis
 import pytest
@@ -289,6 +290,34 @@ def test_history_records_each_region_a_job_passes_through(store: JobStore) -> No
     ]
     times = [item["at"] for item in history]
     assert times == sorted(times) and times[-1] - times[0] < 60
+
+
+def test_every_run_that_reaches_its_end_leaves_a_history_entry(store: JobStore) -> None:
+    """`finished` for the run that ended the job, `refused` (with its own attempt and region) for one that
+    had lost it: what bench/failover.py counts runs and completions from."""
+    job, _ = new_job(store)
+    _, first = store.claim_record(job.id, job.token, "w1", 0.05, region="us-east")
+    time.sleep(0.08)
+    assert store.requeue_if_lease_expired(job.id) is RequeueResult.REQUEUED
+    again = store.get(job.id)
+    _, second = store.claim_record(job.id, again.token, "w2", 10, region="eu-west")
+    assert first is not None and second is not None
+    nothing: dict[str, Any] = {"outputs": [], "prompt_results": [], "metrics": {}}
+    assert store.succeed(first, first.token, **nothing) is None
+    assert store.succeed(second, second.token, **nothing) is JobStatus.SUCCEEDED
+    # The same run's end repeated (its reply lost) and a late one from the first run after the end.
+    assert store.succeed(second, second.token, **nothing) is JobStatus.SUCCEEDED
+    assert store.fail(first, first.token, error={"code": "x"}, metrics={}) is None
+    steps = [(item["event"], item["region"], item["attempt"]) for item in store.get(job.id).history]
+    assert steps == [
+        ("queued", "us-east", 1),
+        ("started", "us-east", 1),
+        ("requeued", "us-east", 2),
+        ("started", "eu-west", 2),
+        ("refused", "us-east", 1),
+        ("finished", "eu-west", 2),
+        ("refused", "us-east", 1),
+    ]
 
 
 def test_a_new_job_is_owed_its_message_until_the_sender_crosses_it_off(

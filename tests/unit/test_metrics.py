@@ -38,9 +38,11 @@ PUBLISHED: dict[Role, dict[str, str]] = {
         "smartseg_jobs_finished_total": "counter",
         "smartseg_job_stage_seconds": "histogram",
         "smartseg_billed_runs_total": "counter",
+        "smartseg_worker_messages_total": "counter",
     },
     "router": {
         "smartseg_router_active": "gauge",
+        "smartseg_router_messages_sent_total": "counter",
         "smartseg_jobs_submitted_total": "counter",
         "smartseg_jobs_finished_total": "counter",
     },
