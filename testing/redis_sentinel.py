@@ -60,7 +60,8 @@ def _sentinel(port: int, primary_port: int, folder: Path) -> subprocess.Popen[by
         f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n"
         f"sentinel auth-pass {MASTER} {PASSWORD}\n"
         f"sentinel down-after-milliseconds {MASTER} 1000\n"
-        f"sentinel failover-timeout {MASTER} 10000\n"
+        # A failover whose election split (two Sentinels asked at once) is tried again after twice this.
+        f"sentinel failover-timeout {MASTER} 3000\n"
     )
     with open(folder / f"sentinel-{port}.log", "wb") as log:
         return subprocess.Popen(
