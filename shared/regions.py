@@ -28,6 +28,7 @@ class RegionState:
     pipelines: set[str] = field(default_factory=set)
     queued: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, 0))
     last_beat_at: float | None = None  # of any of its workers, heartbeat or not still alive
+    held_jobs: int = 0  # claimed by its workers and not ended, those they hold ahead of the model included
 
     @property
     def healthy(self) -> bool:
@@ -35,8 +36,10 @@ class RegionState:
 
     @property
     def load(self) -> float:
-        """Queued messages per live worker: what the least-loaded rule compares."""
-        return sum(self.queued.values()) / self.live_workers if self.live_workers else float("inf")
+        """Queued messages and held jobs per live worker: what the least-loaded rule compares. A worker
+        with jobs ahead has taken their messages off the queue, so the queue alone would under-count."""
+        work = sum(self.queued.values()) + self.held_jobs
+        return work / self.live_workers if self.live_workers else float("inf")
 
     def serves(self, pipeline: str | None) -> bool:
         """Whether a live worker here runs ``pipeline`` (None: any job)."""
@@ -45,6 +48,7 @@ class RegionState:
     def add_beat(self, beat: dict[str, Any]) -> None:
         self.live_workers += 1
         self.busy_workers += bool(beat.get("busy"))
+        self.held_jobs += int(beat.get("jobs", bool(beat.get("busy"))))  # beats from before `jobs`
         self.pipelines.update(beat.get("pipelines", []))
 
 

@@ -176,6 +176,9 @@ class JobMetrics(BaseModel):
     queue_s: float | None = None
     fetch_s: float | None = None
     decode_s: float | None = None
+    model_wait_s: float | None = Field(
+        default=None, description="Seconds the job waited, held ahead, while the worker's model ran another."
+    )
     inference_s: float | None = None
     upload_s: float | None = None
     total_s: float | None = None

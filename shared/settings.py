@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     heartbeat_ttl_s: float = Field(default=3.0, gt=0)
     worker_pool: str = "solo"
     worker_concurrency: int = Field(default=1, ge=1, le=64)
+    # Jobs a solo worker holds beside the one on its model (claimed, downloading, decoding, waiting for the
+    # model, encoding, uploading); 0: one job at a time, end to end.
+    worker_jobs_ahead: int = Field(default=2, ge=0, le=16)
 
     # Jobs.
     api_key_hashes: CommaList = []

@@ -14,7 +14,13 @@ from smartseg.shared.logs import configure_logging
 from smartseg.shared.metrics import serve_metrics
 from smartseg.shared.redis_connection import redis_client
 from smartseg.shared.settings import Settings
-from smartseg.worker.celery_worker import build_runner, build_worker_app, load_pipelines, worker_versions
+from smartseg.worker.celery_worker import (
+    build_runner,
+    build_worker_app,
+    load_pipelines,
+    pool_arguments,
+    worker_versions,
+)
 from smartseg.worker.heartbeat import Heartbeat
 from smartseg.worker.shutdown import GracefulShutdown
 
@@ -79,10 +85,7 @@ def main() -> None:
             "worker",
             "--queues",
             ",".join(region_queues(settings.region)),
-            "--pool",
-            settings.worker_pool,
-            "--concurrency",
-            str(settings.worker_concurrency),
+            *pool_arguments(settings),
             "--hostname",
             f"{runner.worker_id}@%h",
             "--loglevel",

@@ -90,6 +90,16 @@ def build_runner(settings: Settings, store: JobStore, loaded: LoadedPipelines) -
     )
 
 
+def pool_arguments(settings: Settings) -> list[str]:
+    """Celery's pool for the worker. A solo worker with jobs ahead runs a thread per job it holds (one on
+    the model, the rest downloading, decoding, encoding or uploading beside it): with prefetch 1 it takes
+    no more messages than it has threads."""
+    pool, concurrency = settings.worker_pool, settings.worker_concurrency
+    if pool == "solo" and settings.worker_jobs_ahead:
+        pool, concurrency = "threads", 1 + settings.worker_jobs_ahead
+    return ["--pool", pool, "--concurrency", str(concurrency)]
+
+
 def build_worker_app(settings: Settings, runner: JobRunner) -> Celery:
     app = make_celery(settings)
 

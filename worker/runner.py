@@ -1,8 +1,12 @@
-"""Runs one job: claim, fetch, decode, segment, encode, upload, finish, with a cancel check between stages."""
+"""Runs jobs: claim, fetch, decode, segment, encode, upload, finish, with a cancel check between stages.
+
+Several jobs may run at once, each in its own thread (the worker's jobs ahead): their downloads, decodes,
+encodes and uploads go on beside each other, and the model stage takes one job at a time."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -55,12 +59,25 @@ class JobRunner:
         self.max_image_pixels = max_image_pixels
         self.decode_max_side = decode_max_side  # the pipeline's working size; masks return at full size
         self.region = region  # recorded on each job it claims
-        self.current_job: str | None = None  # shown in the heartbeat
-        self.current_token: str | None = None  # what a shutdown hands back
+        self._held: dict[str, str] = {}  # job id -> token of each run claimed here and not ended
+        self._held_lock = threading.Lock()
+        self._model = threading.Lock()  # one job at a time on the model
+        self._stopping = threading.Event()
+
+    def held(self) -> dict[str, str]:
+        """Job id -> token of the runs in progress here (what the heartbeat shows, a shutdown hands back)."""
+        with self._held_lock:
+            return dict(self._held)
+
+    def stop_taking_jobs(self) -> None:
+        """From now on every message is handed back unclaimed (a shutdown began). A threads pool may still
+        be handed messages while it drains; the router sends them to a worker that stays."""
+        self._stopping.set()
 
     def status(self) -> dict[str, Any]:
-        current = self.current_job
-        return {"busy": current is not None, "current_job": current}
+        held = list(self.held())
+        # `jobs` counts the jobs held ahead too: placement adds them to the region's queued work.
+        return {"busy": bool(held), "current_job": held[0] if held else None, "jobs": len(held)}
 
     def run(self, job_id: str, token: str, pipeline_name: str) -> str:
         """Run the job this message names; returns what happened, for the log.
@@ -69,10 +86,10 @@ class JobRunner:
         this worker does not serve it (the region's workers changed since the job was placed), the job is
         handed back unclaimed, and the router sends it where it is served."""
         pipeline = self.pipelines.get(pipeline_name)
-        if pipeline is None:
+        if pipeline is None or self._stopping.is_set():
             handed = self.store.hand_back(job_id, token)
-            log.warning("job %s needs pipeline %s, not served here: %s", job_id, pipeline_name,
-                        "handed back" if handed else "stale message dropped",
+            why = "shutting down" if pipeline else f"needs pipeline {pipeline_name}, not served here"
+            log.warning("job %s %s: %s", job_id, why, "handed back" if handed else "stale message dropped",
                         extra=self._fields(job_id))  # fmt: skip
             return "handed_back" if handed else "stale"
         claim, job = self.store.claim_record(job_id, token, self.worker_id, self.lease_s, self.region)
@@ -91,7 +108,8 @@ class JobRunner:
             extra=self._fields(job_id, stage="queue_wait", duration_s=metrics["queue_s"]),
         )
         uploaded: list[str] = []
-        self.current_job, self.current_token = job_id, token
+        with self._held_lock:
+            self._held[job_id] = token
         try:
             with self.leases.hold(job_id, token) as lease:
                 try:
@@ -112,7 +130,8 @@ class JobRunner:
                         job, token, SmartsegError(f"internal error: {type(exc).__name__}"), metrics
                     )
         finally:
-            self.current_job = self.current_token = None
+            with self._held_lock:
+                self._held.pop(job_id, None)
         if ended is None or ended.value != "succeeded":
             self._discard(job_id, uploaded)
         outcome = ended.value if ended else "lost"
@@ -167,15 +186,20 @@ class JobRunner:
         metrics["decode_s"] = self._stage_done(job, "decode", started)
         lease.checkpoint()
 
-        started = time.perf_counter()
-        counters_before = pipeline.counters()
-        try:
-            results = pipeline.run(image.pixels, spec.prompts, spec.options)
-        except Exception as exc:
-            raise PipelineFailed(f"pipeline {pipeline.name} failed: {type(exc).__name__}") from exc
+        waiting = time.perf_counter()
+        with self._model:
+            metrics["model_wait_s"] = _since(waiting)
+            lease.checkpoint()  # canceled or taken over while it waited: the model never runs it
+            started = time.perf_counter()
+            counters_before = pipeline.counters()
+            try:
+                results = pipeline.run(image.pixels, spec.prompts, spec.options)
+            except Exception as exc:
+                raise PipelineFailed(f"pipeline {pipeline.name} failed: {type(exc).__name__}") from exc
+            # Under the model's lock: no other job's passes are counted in.
+            for name, count in pipeline.counters().items():
+                metrics[name] = count - counters_before[name]
         metrics["inference_s"] = self._stage_done(job, "inference", started)
-        for name, count in pipeline.counters().items():
-            metrics[name] = count - counters_before[name]
         lease.checkpoint()
 
         started = time.perf_counter()

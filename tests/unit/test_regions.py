@@ -24,12 +24,15 @@ from smartseg.worker.router import destination
 KEYS = Keys("t")
 
 
-def beat(client: fakeredis.FakeRedis, region: str, worker: str, busy: bool, age_s: float = 0.0) -> None:
+def beat(
+    client: fakeredis.FakeRedis, region: str, worker: str, busy: bool, age_s: float = 0.0, jobs: int = 0
+) -> None:
     info = {
         "worker_id": worker,
         "region": region,
         "pipelines": ["lite"],
         "busy": busy,
+        "jobs": jobs,
         "beat_at": time.time() - age_s,
     }
     client.set(KEYS.heartbeat(region, worker), json.dumps(info), px=3000)
@@ -38,14 +41,15 @@ def beat(client: fakeredis.FakeRedis, region: str, worker: str, busy: bool, age_
 
 def test_region_states_count_workers_queues_and_beats() -> None:
     client = fakeredis.FakeRedis(decode_responses=True)
-    beat(client, "us-east", "us-east-host-1", busy=True)
+    beat(client, "us-east", "us-east-host-1", busy=True, jobs=3)  # one on its model, two held ahead
     beat(client, "us-east", "us-east-host-2", busy=False)
     client.rpush(KEYS.queue("us-east", INTERACTIVE), "m1", "m2")
     client.rpush(KEYS.queue("us-east", BATCH), "m3")
     client.hset(KEYS.region_beats(), "eu-west", time.time() - 5)  # its workers' keys have expired
     east, west, south = region_states(client, KEYS, ["us-east", "eu-west", "ap-south"])
-    assert (east.healthy, east.live_workers, east.busy_workers) == (True, 2, 1)
-    assert east.queued == {INTERACTIVE: 2, BATCH: 1} and east.load == 1.5
+    assert (east.healthy, east.live_workers, east.busy_workers, east.held_jobs) == (True, 2, 1, 3)
+    # Queued messages and held jobs per live worker: the held ones left the queue, they are still work.
+    assert east.queued == {INTERACTIVE: 2, BATCH: 1} and east.load == (3 + 3) / 2
     assert seconds_since(east.last_beat_at) < 1 and east.pipelines == {"lite"}
     assert (west.healthy, west.live_workers, west.load) == (False, 0, float("inf"))
     assert 4.9 <= seconds_since(west.last_beat_at) < 6

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 from collections.abc import Callable, Sequence
 
 import fakeredis
@@ -14,7 +15,7 @@ from PIL import Image
 from smartseg.shared.errors import StorageUnavailable
 from smartseg.shared.fetch import FetchLimits, ImageFetcher
 from smartseg.shared.jobspec import JobOptions, JobSpec
-from smartseg.shared.jobstore import JobRecord, JobStatus, JobStore
+from smartseg.shared.jobstore import CancelResult, JobRecord, JobStatus, JobStore
 from smartseg.shared.keys import Keys
 from smartseg.worker.pipeline.base import PromptResult, Segment
 from smartseg.worker.runner import JobRunner
@@ -214,3 +215,67 @@ def test_a_job_for_a_pipeline_not_served_here_is_handed_back_unclaimed(store: Jo
     assert store.owed_messages() == [job.id]  # due now: the router sends it where sam3 is served
     assert runner.run(job.id, "old-token", "sam3") == "stale"
     assert runner.run(job.id, job.token, "fake") == "succeeded"
+
+
+class WatchedLock:
+    """The runner's model lock, telling the test when a job starts waiting for the model."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiters = 0
+        self.changed = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self.changed:
+            self.waiters += 1
+            self.changed.notify_all()
+        self.lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.lock.release()
+
+    def wait_for(self, waiters: int) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.waiters >= waiters, timeout=10)
+
+
+def test_jobs_held_ahead_wait_for_the_model_and_a_cancel_there_skips_it(store: JobStore) -> None:
+    """Three jobs in three threads (a worker with two jobs ahead): one on the model, two waiting for it.
+    The heartbeat counts all three; a cancel of a waiting job ends it before the model runs it; each
+    job's model passes are its own."""
+    on_model, release = threading.Event(), threading.Event()
+
+    def hold_the_model() -> None:
+        on_model.set()
+        assert release.wait(10)
+
+    pipeline = FakePipeline(hold_the_model)
+    storage = MemoryStorage()
+    runner = make_runner(store, storage, pipeline)
+    model = WatchedLock()
+    runner._model = model  # type: ignore[assignment]
+    jobs = [new_job(store, ["a"]) for _ in range(3)]
+    outcomes: dict[str, str] = {}
+
+    def run(job: JobRecord) -> None:
+        outcomes[job.id] = runner.run(job.id, job.token, "fake")
+
+    first = threading.Thread(target=run, args=(jobs[0],))
+    first.start()
+    assert on_model.wait(10)
+    waiting = [threading.Thread(target=run, args=(job,)) for job in jobs[1:]]
+    for thread in waiting:
+        thread.start()
+    model.wait_for(3)  # the other two wait for the model, downloaded and decoded
+    assert runner.status() == {"busy": True, "current_job": jobs[0].id, "jobs": 3}
+    assert store.cancel("o", jobs[1].id) is CancelResult.REQUESTED  # flagged while it waits
+    release.set()
+    for thread in [first, *waiting]:
+        thread.join(10)
+    assert [outcomes[job.id] for job in jobs] == ["succeeded", "canceled", "succeeded"]
+    assert pipeline.runs == 2  # the canceled job never reached the model
+    done = [store.get(job.id) for job in jobs]
+    assert done[1].outputs == [] and store.usage("o")[0] == 2
+    assert [job.metrics.get("detector_runs") for job in done] == [1, None, 1]
+    assert done[2].metrics["model_wait_s"] > 0
+    assert runner.status() == {"busy": False, "current_job": None, "jobs": 0}

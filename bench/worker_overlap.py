@@ -1,0 +1,127 @@
+"""Jobs ahead against one job at a time: end-to-end jobs/s of a real worker whose image downloads are slow.
+
+In one run, two stacks in turn (same machine, same settings but SMARTSEG_WORKER_JOBS_AHEAD): one worker
+with jobs ahead (the default 2) and one with none (each job downloads, decodes, runs, encodes and uploads
+before the next starts). Each image download takes --fetch-delay seconds (100 ms) from a loopback server
+that delays its answer, as a real image host does. --jobs jobs are submitted at once; jobs/s is counted
+from the first job's creation to the last job's end on the Redis clock (the job records). The
+one-at-a-time worker is the baseline; target: overlapped >= 1.2x it on the CPU, where the download no
+longer adds to each job. Saves bench/results/worker_overlap_<device>.json (`overlapped_vs_sequential`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from smartseg.cli.launcher import Stack
+from smartseg.shared.credentials import hash_api_key
+from smartseg.shared.settings import Settings
+from smartseg.testing.api_client import JsonClient
+from smartseg.testing.image_server import serve_pngs
+from smartseg.testing.scenes import generate_scene
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET = 1.2
+REGION = "us-east"
+
+
+def scene_png(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    generate_scene(seed=seed).image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def throughput(settings: Settings, image_urls: list[str], jobs: int) -> dict[str, Any]:
+    api_key = f"sk-overlap-{secrets.token_hex(8)}"
+    stack = Stack(
+        settings.updated(api_key_hashes=[hash_api_key(api_key)]),
+        Path(tempfile.mkdtemp(prefix="smartseg-overlap-")),
+    ).start()
+    try:
+        with JsonClient(stack.api_url, api_key) as client:
+            client.wait(client.create({"image_url": image_urls[0], "prompt": "largest shape"})["id"])  # warm
+            created = [
+                client.create({"image_url": image_urls[index % len(image_urls)], "prompt": "largest shape"})
+                for index in range(jobs)
+            ]
+            done = [client.wait(job["id"], timeout_s=600) for job in created]
+    finally:
+        stack.stop()
+    assert all(job["status"] == "succeeded" for job in done), [j["status"] for j in done]
+    first = min(_time(job["created_at"]) for job in done)
+    last = max(_time(job["finished_at"]) for job in done)
+    waits = sorted(job["metrics"].get("model_wait_s") or 0.0 for job in done)
+    return {
+        "jobs": jobs,
+        "seconds": round(last - first, 3),
+        "jobs_per_s": round(jobs / (last - first), 2),
+        "median_inference_s": round(sorted(job["metrics"]["inference_s"] for job in done)[jobs // 2], 4),
+        "median_model_wait_s": round(waits[jobs // 2], 4),
+    }
+
+
+def _time(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=60)
+    parser.add_argument("--fetch-delay", type=float, default=0.1, help="seconds each image download takes")
+    parser.add_argument("--jobs-ahead", type=int, default=Settings().worker_jobs_ahead)
+    parser.add_argument("--pipeline", default="lite")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    base = Settings().updated(
+        regions=[REGION],
+        api_port=0,
+        log_level="WARNING",
+        pipelines=[args.pipeline],
+        device=args.device,
+        fetch_allowed_networks=["127.0.0.0/8"],  # the loopback image server
+        fetch_allowed_ports=["*"],
+        rate_limit_per_s=1e6,
+        rate_limit_burst=1_000_000,
+    )
+    images = {f"scene-{seed}.png": scene_png(seed) for seed in range(8)}
+    delays = dict.fromkeys(images, args.fetch_delay)
+    with serve_pngs(images, delays_s=delays) as image_base:
+        urls = [f"{image_base}/{name}" for name in images]
+        sequential = throughput(base.updated(worker_jobs_ahead=0), urls, args.jobs)
+        print(f"one job at a time: {json.dumps(sequential)}", flush=True)
+        overlapped = throughput(base.updated(worker_jobs_ahead=args.jobs_ahead), urls, args.jobs)
+        print(f"{args.jobs_ahead} jobs ahead: {json.dumps(overlapped)}", flush=True)
+    ratio = round(overlapped["jobs_per_s"] / sequential["jobs_per_s"], 3)
+    report = {
+        "pipeline": args.pipeline,
+        "device": args.device,
+        "fetch_delay_s": args.fetch_delay,
+        "jobs_ahead": args.jobs_ahead,
+        "sequential": sequential,
+        "overlapped": overlapped,
+        "overlapped_vs_sequential": ratio,
+        "target": f"overlapped_vs_sequential >= {TARGET}",
+        "targets_met": ratio >= TARGET,
+    }
+    print(json.dumps({"overlapped_vs_sequential": ratio, "targets_met": report["targets_met"]}))
+    out = RESULTS / f"worker_overlap_{args.device}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
