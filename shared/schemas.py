@@ -179,7 +179,13 @@ class JobMetrics(BaseModel):
     model_wait_s: float | None = Field(
         default=None, description="Seconds the job waited, held ahead, while the worker's model ran another."
     )
-    inference_s: float | None = None
+    inference_s: float | None = Field(
+        default=None,
+        description="Seconds of model work on this job's batch (it ran with batch_size - 1 others).",
+    )
+    batch_size: int | None = Field(
+        default=None, description="Jobs whose model work ran together with this one."
+    )
     upload_s: float | None = None
     total_s: float | None = None
     detector_runs: int | None = Field(default=None, description="Detector forward passes for this job.")

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # Jobs a solo worker holds beside the one on its model (claimed, downloading, decoding, waiting for the
     # model, encoding, uploading); 0: one job at a time, end to end.
     worker_jobs_ahead: int = Field(default=2, ge=0, le=16)
+    # Ready jobs of one pipeline whose model work runs as one batch (image encoders batched); the model
+    # waits at most batch_wait_ms after the first for more.
+    max_batch: int = Field(default=4, ge=1, le=64)
+    batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
 
     # Jobs.
     api_key_hashes: CommaList = []

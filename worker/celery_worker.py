@@ -20,6 +20,7 @@ from smartseg.shared.jobstore import JobStore
 from smartseg.shared.metrics import WORKER_MESSAGES
 from smartseg.shared.settings import Settings
 from smartseg.shared.storage import MaskStorage
+from smartseg.worker.model_stage import ModelStage
 from smartseg.worker.model_weights import prepare_models
 from smartseg.worker.pipeline.base import Pipeline
 from smartseg.worker.pipelines import build_pipeline, model_names, required_models
@@ -87,6 +88,7 @@ def build_runner(settings: Settings, store: JobStore, loaded: LoadedPipelines) -
         max_image_pixels=settings.max_image_pixels,
         decode_max_side=settings.decode_max_side,
         region=settings.region,
+        model=ModelStage(settings.max_batch, settings.batch_wait_ms / 1000),
     )
 
 

@@ -1,7 +1,8 @@
 """Runs jobs: claim, fetch, decode, segment, encode, upload, finish, with a cancel check between stages.
 
 Several jobs may run at once, each in its own thread (the worker's jobs ahead): their downloads, decodes,
-encodes and uploads go on beside each other, and the model stage takes one job at a time."""
+encodes and uploads go on beside each other, and the model stage (one thread) runs their model work, the
+ready jobs of one pipeline together."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from smartseg.shared.errors import JobCanceled, JobFailure, LeaseLost, PipelineFailed, SmartsegError
+from smartseg.shared.errors import JobCanceled, JobFailure, LeaseLost, SmartsegError
 from smartseg.shared.fetch import ImageFetcher
 from smartseg.shared.jobstore import JobRecord, JobStore
 from smartseg.shared.mask_encoding import encode_mask
@@ -21,7 +22,8 @@ from smartseg.shared.metrics import JOB_STAGE_SECONDS
 from smartseg.shared.storage import MaskStorage, object_key
 from smartseg.worker.image import DEFAULT_MAX_SIDE, DecodedImage, decode_image
 from smartseg.worker.lease import MIN_CHECK_INTERVAL_S, Lease, LeaseRenewer
-from smartseg.worker.pipeline.base import Pipeline, PromptResult, mask_box
+from smartseg.worker.model_stage import ModelStage
+from smartseg.worker.pipeline.base import ImageJob, Pipeline, PromptResult, mask_box
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class JobRunner:
         decode_max_side: int = DEFAULT_MAX_SIDE,
         region: str = "",
         check_interval_s: float = MIN_CHECK_INTERVAL_S,
+        model: ModelStage | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
@@ -61,7 +64,7 @@ class JobRunner:
         self.region = region  # recorded on each job it claims
         self._held: dict[str, str] = {}  # job id -> token of each run claimed here and not ended
         self._held_lock = threading.Lock()
-        self._model = threading.Lock()  # one job at a time on the model
+        self.model = model or ModelStage()  # every job's model work, a batch of ready jobs at a time
         self._stopping = threading.Event()
 
     def held(self) -> dict[str, str]:
@@ -186,20 +189,21 @@ class JobRunner:
         metrics["decode_s"] = self._stage_done(job, "decode", started)
         lease.checkpoint()
 
-        waiting = time.perf_counter()
-        with self._model:
-            metrics["model_wait_s"] = _since(waiting)
-            lease.checkpoint()  # canceled or taken over while it waited: the model never runs it
-            started = time.perf_counter()
-            counters_before = pipeline.counters()
-            try:
-                results = pipeline.run(image.pixels, spec.prompts, spec.options)
-            except Exception as exc:
-                raise PipelineFailed(f"pipeline {pipeline.name} failed: {type(exc).__name__}") from exc
-            # Under the model's lock: no other job's passes are counted in.
-            for name, count in pipeline.counters().items():
-                metrics[name] = count - counters_before[name]
-        metrics["inference_s"] = self._stage_done(job, "inference", started)
+        # Canceled or taken over while it waited for its turn: the model never runs it.
+        turn = self.model.run(pipeline, ImageJob(image.pixels, spec.prompts, spec.options), lease.checkpoint)
+        results = turn.run.results
+        metrics["model_wait_s"] = turn.waited_s
+        metrics["inference_s"] = turn.batch_s
+        metrics["batch_size"] = turn.batch_size
+        metrics.update(turn.run.counters)
+        log.info(
+            "job %s inference done in %.3fs (batch of %d, waited %.3fs)",
+            job.id,
+            turn.batch_s,
+            turn.batch_size,
+            turn.waited_s,
+            extra=self._fields(job.id, stage="inference", duration_s=turn.batch_s),
+        )
         lease.checkpoint()
 
         started = time.perf_counter()

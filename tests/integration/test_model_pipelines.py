@@ -22,7 +22,7 @@ from smartseg.shared.settings import Settings
 from smartseg.worker.models.checkpoint import ModelLoadError
 from smartseg.worker.models.grounding_dino import caption_of
 from smartseg.worker.models.runtime import Runtime
-from smartseg.worker.pipeline.base import Candidate, Pipeline
+from smartseg.worker.pipeline.base import Candidate, ImageJob, Pipeline
 from smartseg.worker.pipelines import build_pipeline, model_names
 
 pytestmark = pytest.mark.integration
@@ -217,3 +217,67 @@ def test_sam3_position_encodings_depend_on_the_input_size_only(
     assert not torch.equal(first.fpn_hidden_states[0], second.fpn_hidden_states[0])
     for one, other in zip(first.fpn_position_encoding, second.fpn_position_encoding, strict=True):
         assert torch.equal(one, other)
+
+
+class CountingCalls:
+    """Wraps a model method: how many times it ran, and on how many images each time."""
+
+    def __init__(self, method: Any) -> None:
+        self.method = method
+        self.batch_sizes: list[int] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        pixels = kwargs.get("pixel_values", args[0] if args else None)
+        self.batch_sizes.append(int(pixels.shape[0]))
+        return self.method(*args, **kwargs)
+
+
+def same_results(batched: Sequence[Any], alone: Sequence[Any]) -> None:
+    assert [r.prompt for r in batched] == [r.prompt for r in alone]
+    for one, other in zip(batched, alone, strict=True):
+        assert len(one.segments) == len(other.segments), one.prompt
+        for a, b in zip(one.segments, other.segments, strict=True):
+            assert a.label == b.label and abs(a.score - b.score) < 1e-4
+            overlap = np.logical_and(a.mask, b.mask).sum() / max(np.logical_or(a.mask, b.mask).sum(), 1)
+            assert overlap >= 0.99, (one.prompt, overlap)  # float tolerance may flip an edge pixel
+
+
+@pytest.mark.parametrize("name", [*MODEL_PIPELINES, "lite"])
+def test_jobs_run_together_each_get_their_results_alone(
+    name: str, model_settings: Settings, tiny_model_dir: Path
+) -> None:
+    """Mixed image sizes and prompts, one image twice: one batched encoder pass for the distinct images,
+    the detector batched where input size and caption length agree, and every job's results as alone."""
+    jobs = [
+        ImageJob(random_image(10, 70, 110), ["shoe", "left cat"], EVERYTHING),
+        ImageJob(random_image(11, 96, 128), ["mug handle"], EVERYTHING),
+        ImageJob(random_image(12, 70, 110), ["shoe", "left cat"], EVERYTHING),
+        ImageJob(random_image(10, 70, 110), ["red cup"], JobOptions(max_masks=1, box_threshold=0.0)),
+    ]
+    alone = [
+        fresh(name, model_settings, tiny_model_dir).run(job.image, job.prompts, job.options) for job in jobs
+    ]
+    pipeline = fresh(name, model_settings, tiny_model_dir)
+    encoder: CountingCalls | None = None
+    detector: CountingCalls | None = None
+    if name in ("grounded-sam", "grounded-sam2"):
+        encoder = pipeline.segmenter.model.get_image_embeddings = CountingCalls(  # type: ignore[attr-defined]
+            pipeline.segmenter.model.get_image_embeddings  # type: ignore[attr-defined]
+        )
+        detector = pipeline.detector.model = CountingCalls(pipeline.detector.model)  # type: ignore[attr-defined]
+    elif name == "sam3":
+        encoder = pipeline.detector.model.get_vision_features = CountingCalls(  # type: ignore[attr-defined]
+            pipeline.detector.model.get_vision_features  # type: ignore[attr-defined]
+        )
+    runs = pipeline.run_many(jobs)
+    for run, results in zip(runs, alone, strict=True):
+        same_results(run.results, results)
+    if name == "lite":
+        return
+    assert encoder is not None and encoder.batch_sizes == [3]  # three distinct images, one pass
+    # Each image's encoder pass is counted for the first job that showed it; the repeat costs none.
+    assert [run.counters["image_encoder_runs"] for run in runs] == [1, 1, 1, 0]
+    if detector is not None:
+        # Jobs 1 and 3 share an input size and a caption: one pass of two. Four captions, three passes.
+        assert sorted(detector.batch_sizes) == [1, 1, 2]
+        assert [run.counters["detector_runs"] for run in runs] == [1, 1, 1, 1]

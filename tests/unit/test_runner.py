@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import fakeredis
@@ -17,7 +18,7 @@ from smartseg.shared.fetch import FetchLimits, ImageFetcher
 from smartseg.shared.jobspec import JobOptions, JobSpec
 from smartseg.shared.jobstore import CancelResult, JobRecord, JobStatus, JobStore
 from smartseg.shared.keys import Keys
-from smartseg.worker.pipeline.base import PromptResult, Segment
+from smartseg.worker.pipeline.base import ImageJob, ImageRun, PromptResult, Segment
 from smartseg.worker.runner import JobRunner
 
 WIDTH, HEIGHT = 40, 30
@@ -50,6 +51,10 @@ class FakePipeline:
 
     def counters(self) -> dict[str, int]:
         return {"detector_runs": self.runs, "image_encoder_runs": self.runs}
+
+    def run_many(self, jobs: Sequence[ImageJob]) -> list[ImageRun]:
+        counters = {"detector_runs": 1, "image_encoder_runs": 1}
+        return [ImageRun(self.run(job.image, job.prompts, job.options), counters) for job in jobs]
 
     def run(self, image: np.ndarray, prompts: Sequence[str], options: JobOptions) -> list[PromptResult]:
         self.runs += 1
@@ -217,28 +222,6 @@ def test_a_job_for_a_pipeline_not_served_here_is_handed_back_unclaimed(store: Jo
     assert runner.run(job.id, job.token, "fake") == "succeeded"
 
 
-class WatchedLock:
-    """The runner's model lock, telling the test when a job starts waiting for the model."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.waiters = 0
-        self.changed = threading.Condition()
-
-    def __enter__(self) -> None:
-        with self.changed:
-            self.waiters += 1
-            self.changed.notify_all()
-        self.lock.acquire()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.lock.release()
-
-    def wait_for(self, waiters: int) -> None:
-        with self.changed:
-            assert self.changed.wait_for(lambda: self.waiters >= waiters, timeout=10)
-
-
 def test_jobs_held_ahead_wait_for_the_model_and_a_cancel_there_skips_it(store: JobStore) -> None:
     """Three jobs in three threads (a worker with two jobs ahead): one on the model, two waiting for it.
     The heartbeat counts all three; a cancel of a waiting job ends it before the model runs it; each
@@ -252,8 +235,6 @@ def test_jobs_held_ahead_wait_for_the_model_and_a_cancel_there_skips_it(store: J
     pipeline = FakePipeline(hold_the_model)
     storage = MemoryStorage()
     runner = make_runner(store, storage, pipeline)
-    model = WatchedLock()
-    runner._model = model  # type: ignore[assignment]
     jobs = [new_job(store, ["a"]) for _ in range(3)]
     outcomes: dict[str, str] = {}
 
@@ -266,7 +247,7 @@ def test_jobs_held_ahead_wait_for_the_model_and_a_cancel_there_skips_it(store: J
     waiting = [threading.Thread(target=run, args=(job,)) for job in jobs[1:]]
     for thread in waiting:
         thread.start()
-    model.wait_for(3)  # the other two wait for the model, downloaded and decoded
+    until(lambda: runner.model.waiting() == 2)  # the other two wait for the model, downloaded and decoded
     assert runner.status() == {"busy": True, "current_job": jobs[0].id, "jobs": 3}
     assert store.cancel("o", jobs[1].id) is CancelResult.REQUESTED  # flagged while it waits
     release.set()
@@ -279,3 +260,10 @@ def test_jobs_held_ahead_wait_for_the_model_and_a_cancel_there_skips_it(store: J
     assert [job.metrics.get("detector_runs") for job in done] == [1, None, 1]
     assert done[2].metrics["model_wait_s"] > 0
     assert runner.status() == {"busy": False, "current_job": None, "jobs": 0}
+
+
+def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

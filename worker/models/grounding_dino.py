@@ -17,7 +17,7 @@ from PIL import Image
 
 from smartseg.shared.jobspec import JobOptions
 from smartseg.worker.models.image_cache import ImageCache, image_key
-from smartseg.worker.pipeline.base import Candidate, StageTimes, as_box
+from smartseg.worker.pipeline.base import Candidate, PassLog, StageTimes, as_box
 
 NMS_IOU = 0.5  # queries often repeat an object; overlapping boxes of one phrase keep the best
 
@@ -105,26 +105,82 @@ class GroundingDinoDetector:
         self.device = device
         self.cache = cache
         self.max_tokens = int(model.config.max_text_len)
-        self.calls = 0  # forward passes, for tests and metrics
+        self.calls = 0  # (image, caption) detections computed, for tests and metrics
         self.times = StageTimes()
+        self.passes = PassLog()
 
     def detect(self, image: np.ndarray, phrases: Sequence[str], options: JobOptions) -> list[list[Candidate]]:
-        key = image_key(image)
-        pixels: Any = None
-        found: list[list[Candidate]] = []
-        for group in self._groups_that_fit(phrases):
-            caption = caption_of(group)
-            detections: Detections | None = self.cache.get(f"{key}:{caption}")
-            if detections is None:
-                if pixels is None:
-                    with self.times.measure("preprocess"):
-                        pixels = self.processor.image_processor(
-                            images=Image.fromarray(image), return_tensors="pt"
-                        )
-                detections = self._run(pixels, group, image.shape[1], image.shape[0])
-                self.cache.put(f"{key}:{caption}", detections)
-            found.extend(detections.candidates(group, options))
-        return found
+        return self.detect_many([image], [phrases], [options])[0]
+
+    def detect_many(
+        self, images: list[np.ndarray], phrases: list[Sequence[str]], options: list[JobOptions]
+    ) -> list[list[list[Candidate]]]:
+        """Several images, each with its phrases: every (image, caption) not cached is detected, in one
+        forward pass with the others of the same input size and caption length (so nothing is padded and
+        each result equals its pass alone)."""
+        keys = [image_key(image) for image in images]
+        groups = [self._groups_that_fit(names) for names in phrases]
+        found: dict[str, Detections] = {}
+        missing: dict[str, tuple[int, list[str]]] = {}  # cache key -> (image index, phrases of one caption)
+        for index, (key, image_groups) in enumerate(zip(keys, groups, strict=True)):
+            for group in image_groups:
+                entry = f"{key}:{caption_of(group)}"
+                if entry in found or entry in missing:
+                    continue
+                cached: Detections | None = self.cache.get(entry)
+                if cached is not None:
+                    found[entry] = cached
+                else:
+                    missing[entry] = (index, group)
+        if missing:
+            found |= self._detect_missing(images, missing)
+        return [
+            [
+                candidate
+                for group in image_groups
+                for candidate in found[f"{key}:{caption_of(group)}"].candidates(group, option)
+            ]
+            for key, image_groups, option in zip(keys, groups, options, strict=True)
+        ]
+
+    def _detect_missing(
+        self, images: list[np.ndarray], missing: dict[str, tuple[int, list[str]]]
+    ) -> dict[str, Detections]:
+        with self.times.measure("preprocess"):
+            pixels = {
+                index: self.processor.image_processor(
+                    images=Image.fromarray(images[index]), return_tensors="pt"
+                )
+                for index in {index for index, _ in missing.values()}
+            }
+            texts = {
+                entry: self.processor.tokenizer(
+                    caption_of(group),
+                    return_tensors="pt",
+                    return_offsets_mapping=True,
+                    truncation=True,
+                    max_length=self.max_tokens,
+                )
+                for entry, (_, group) in missing.items()
+            }
+        batches: dict[tuple[Any, ...], list[str]] = {}  # input size and caption length -> entries
+        for entry, (index, _) in missing.items():
+            shape = (tuple(pixels[index]["pixel_values"].shape), texts[entry]["input_ids"].shape[1])
+            batches.setdefault(shape, []).append(entry)
+        detected: dict[str, Detections] = {}
+        for entries in batches.values():
+            outputs = self._run(
+                [pixels[missing[entry][0]] for entry in entries], [texts[entry] for entry in entries]
+            )
+            for row, entry in enumerate(entries):
+                index, group = missing[entry]
+                height, width = images[index].shape[:2]
+                detections = _detections(outputs, row, texts[entry], group, width, height)
+                self.calls += 1
+                self.passes.append(("detector", index))
+                self.cache.put(entry, detections)
+                detected[entry] = detections
+        return detected
 
     def _groups_that_fit(self, phrases: Sequence[str]) -> list[list[str]]:
         """Usually one group; a caption longer than the text encoder's window is split."""
@@ -143,33 +199,37 @@ class GroundingDinoDetector:
         return groups
 
     @torch.inference_mode()
-    def _run(self, pixels: Any, phrases: list[str], width: int, height: int) -> Detections:
-        with self.times.measure("preprocess"):
-            text = self.processor.tokenizer(
-                caption_of(phrases),
-                return_tensors="pt",
-                return_offsets_mapping=True,
-                truncation=True,
-                max_length=self.max_tokens,
-            )
-            offsets = [tuple(pair) for pair in text.pop("offset_mapping")[0].tolist()]
+    def _run(self, pixels: list[Any], texts: list[Any]) -> Any:
+        """One forward pass over (image, caption) pairs of one input size and one caption length."""
         with self.times.measure("detect"):
-            inputs = {**pixels, **text}
-            outputs = self.model(**{key: value.to(self.device) for key, value in inputs.items()})
-            self.calls += 1
-        token_scores = outputs.logits[0].sigmoid().float().cpu().numpy()  # (queries, max_text_len)
-        boxes = outputs.pred_boxes[0].float().cpu().numpy()  # (queries, 4) cx, cy, w, h in 0..1
-        corners = np.stack(
-            [
-                (boxes[:, 0] - boxes[:, 2] / 2) * width,
-                (boxes[:, 1] - boxes[:, 3] / 2) * height,
-                (boxes[:, 0] + boxes[:, 2] / 2) * width,
-                (boxes[:, 1] + boxes[:, 3] / 2) * height,
-            ],
-            axis=1,
-        ).clip(0, [width, height, width, height])
-        spans = phrase_token_spans(offsets, phrases)
-        phrase_scores = np.stack(
-            [token_scores[:, span].max(axis=1) if span else np.zeros(len(boxes)) for span in spans], axis=1
-        )
-        return Detections(corners, phrase_scores, token_scores[:, : len(offsets)].max(axis=1))
+            inputs = {
+                name: torch.cat([part[name] for part in pixels])
+                for name in pixels[0]
+                if name != "offset_mapping"
+            } | {
+                name: torch.cat([part[name] for part in texts])
+                for name in texts[0]
+                if name != "offset_mapping"
+            }
+            return self.model(**{key: value.to(self.device) for key, value in inputs.items()})
+
+
+def _detections(outputs: Any, row: int, text: Any, phrases: list[str], width: int, height: int) -> Detections:
+    """Row ``row`` of a forward pass, as the detections of its image and caption (``phrases``)."""
+    offsets = [tuple(pair) for pair in text["offset_mapping"][0].tolist()]
+    token_scores = outputs.logits[row].sigmoid().float().cpu().numpy()  # (queries, max_text_len)
+    boxes = outputs.pred_boxes[row].float().cpu().numpy()  # (queries, 4) cx, cy, w, h in 0..1
+    corners = np.stack(
+        [
+            (boxes[:, 0] - boxes[:, 2] / 2) * width,
+            (boxes[:, 1] - boxes[:, 3] / 2) * height,
+            (boxes[:, 0] + boxes[:, 2] / 2) * width,
+            (boxes[:, 1] + boxes[:, 3] / 2) * height,
+        ],
+        axis=1,
+    ).clip(0, [width, height, width, height])
+    spans = phrase_token_spans(offsets, phrases)
+    phrase_scores = np.stack(
+        [token_scores[:, span].max(axis=1) if span else np.zeros(len(boxes)) for span in spans], axis=1
+    )
+    return Detections(corners, phrase_scores, token_scores[:, : len(offsets)].max(axis=1))

@@ -49,5 +49,20 @@ class ImageCache:
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
 
+    def split(self, keys: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
+        """For a batch: the entries already kept, by key, and each key to compute with the index of its
+        first occurrence in ``keys`` (an image twice in a batch is computed once)."""
+        found: dict[str, Any] = {}
+        missing: dict[str, int] = {}
+        for index, key in enumerate(keys):
+            if key in found or key in missing:
+                continue
+            entry = self.get(key)
+            if entry is None:
+                missing[key] = index
+            else:
+                found[key] = entry
+        return found, missing
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from smartseg.worker.models.image_cache import ImageCache, image_key
 from smartseg.worker.models.square_image import SquareImageProcessor, upscale_logits
-from smartseg.worker.pipeline.base import Candidate, StageTimes
+from smartseg.worker.pipeline.base import Candidate, PassLog, StageTimes
 
 
 class ImageFit(Protocol):
@@ -69,7 +69,9 @@ class ImageEncoding:
 
 
 class BoxSegmenter:
-    """Implements the pipeline's Segmenter protocol; keeps the best of SAM's three masks by predicted IoU."""
+    """Implements the pipeline's Segmenter protocol; keeps the best of SAM's three masks by predicted IoU.
+    ``segment_many`` encodes the images of several jobs in one batch (every image fits the same square
+    input), then decodes each image's boxes against its own embedding."""
 
     def __init__(
         self, model: Any, fit: ImageFit, device: torch.device, dtype: torch.dtype, cache: ImageCache
@@ -81,31 +83,49 @@ class BoxSegmenter:
         self.cache = cache
         self.encoder_calls = 0  # image encoder passes, for tests and metrics
         self.times = StageTimes()
+        self.passes = PassLog()
 
     def segment(self, image: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
-        if not candidates:
-            return candidates
-        encoding = self.encode(image)
-        with self.times.measure("decode"):
-            masks = self._decode(encoding, [candidate.box for candidate in candidates])
-        for candidate, mask in zip(candidates, masks, strict=True):
-            candidate.mask = mask
+        return self.segment_many([image], [candidates])[0]
+
+    def segment_many(
+        self, images: list[np.ndarray], candidates: list[list[Candidate]]
+    ) -> list[list[Candidate]]:
+        wanted = [index for index, found in enumerate(candidates) if found]  # no box, no encoding
+        encodings = dict(
+            zip(wanted, self.encode_many([images[index] for index in wanted], wanted), strict=True)
+        )
+        for index in wanted:
+            with self.times.measure("decode"):
+                masks = self._decode(encodings[index], [candidate.box for candidate in candidates[index]])
+            for candidate, mask in zip(candidates[index], masks, strict=True):
+                candidate.mask = mask
         return candidates
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEncoding:
-        key = image_key(image)
-        cached: ImageEncoding | None = self.cache.get(key)
-        if cached is not None:
-            return cached
-        with self.times.measure("preprocess"):
-            pixel_values, fitted = self.fit.pixel_values(image)
-        with self.times.measure("encode"):
-            embeddings = self.model.get_image_embeddings(pixel_values.to(self.device, self.dtype))
-            self.encoder_calls += 1
-        encoding = ImageEncoding(embeddings, (image.shape[0], image.shape[1]), fitted)
-        self.cache.put(key, encoding)
-        return encoding
+        return self.encode_many([image], [0])[0]
+
+    @torch.inference_mode()
+    def encode_many(self, images: list[np.ndarray], indexes: list[int]) -> list[ImageEncoding]:
+        """The images' encodings, from the cache or from one batched encoder pass over the rest; each pass
+        is logged for ``indexes`` (the images' places in the caller's batch)."""
+        keys = [image_key(image) for image in images]
+        found, missing = self.cache.split(keys)
+        if missing:
+            with self.times.measure("preprocess"):
+                fitted = [self.fit.pixel_values(images[position]) for position in missing.values()]
+            with self.times.measure("encode"):
+                pixels = torch.cat([values for values, _ in fitted]).to(self.device, self.dtype)
+                embeddings = self.model.get_image_embeddings(pixels)
+            for row, ((key, position), (_, size)) in enumerate(zip(missing.items(), fitted, strict=True)):
+                image = images[position]
+                encoding = ImageEncoding(_row(embeddings, row), (image.shape[0], image.shape[1]), size)
+                self.encoder_calls += 1
+                self.passes.append(("image_encoder", indexes[position]))
+                self.cache.put(key, encoding)
+                found[key] = encoding
+        return [found[key] for key in keys]
 
     @torch.inference_mode()
     def _decode(
@@ -121,3 +141,10 @@ class BoxSegmenter:
         chosen = outputs.pred_masks[0, torch.arange(len(boxes)), best].float().cpu()  # (boxes, h, w) logits
         masks = self.fit.masks(chosen, encoding.original_size, encoding.fitted_size)
         return [mask.numpy().astype(bool) for mask in masks]
+
+
+def _row(embeddings: Any, row: int) -> Any:
+    """One image's part of a batched encoder output: a tensor (SAM) or a list of feature maps (SAM 2)."""
+    if isinstance(embeddings, torch.Tensor):
+        return embeddings[row : row + 1]
+    return type(embeddings)(_row(level, row) for level in embeddings)

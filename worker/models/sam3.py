@@ -16,7 +16,7 @@ import torch
 from smartseg.shared.jobspec import JobOptions
 from smartseg.worker.models.image_cache import ImageCache, image_key
 from smartseg.worker.models.square_image import SquareImageProcessor, upscale_logits
-from smartseg.worker.pipeline.base import Candidate, StageTimes, as_box
+from smartseg.worker.pipeline.base import Candidate, PassLog, StageTimes, as_box
 
 TEXT_TOKENS = 32
 # Phrases decoded together; each adds ~66 MB of mask logits (200 queries x 288 x 288), so batches stay small.
@@ -44,11 +44,27 @@ class Sam3Detector:
         self.cache = cache
         self.encoder_calls = 0
         self.times = StageTimes()
+        self.passes = PassLog()
         self._position_encoding: tuple[tuple[tuple[int, ...], ...], Any] | None = None
 
-    @torch.inference_mode()
     def detect(self, image: np.ndarray, phrases: Sequence[str], options: JobOptions) -> list[list[Candidate]]:
-        vision = self._vision_features(image)
+        return self.detect_many([image], [phrases], [options])[0]
+
+    @torch.inference_mode()
+    def detect_many(
+        self, images: list[np.ndarray], phrases: list[Sequence[str]], options: list[JobOptions]
+    ) -> list[list[list[Candidate]]]:
+        """Several images: their vision features in one batched encoder pass (each image is fitted to the
+        same square input), then each image's phrases against its own features."""
+        visions = self._vision_features(images)
+        return [
+            self._detect(vision, image, names, option)
+            for vision, image, names, option in zip(visions, images, phrases, options, strict=True)
+        ]
+
+    def _detect(
+        self, vision: Any, image: np.ndarray, phrases: Sequence[str], options: JobOptions
+    ) -> list[list[Candidate]]:
         found: list[list[Candidate]] = []
         for start in range(0, len(phrases), PHRASES_PER_BATCH):
             batch = list(phrases[start : start + PHRASES_PER_BATCH])
@@ -85,28 +101,34 @@ class Sam3Detector:
             for index, box, mask_logits in zip(keep.tolist(), boxes, logits, strict=True)
         ]
 
-    def _vision_features(self, image: np.ndarray) -> Any:
-        key = image_key(image)
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
-        with self.times.measure("preprocess"):
-            pixels = self.image_processor.pixel_values(image)
-        with self.times.measure("encode"):
-            features = self.model.get_vision_features(pixel_values=pixels.to(self.device, self.dtype))
-            self.encoder_calls += 1
-        kept = self._what_the_heads_read(features)
-        self.cache.put(key, kept)
-        return kept
+    def _vision_features(self, images: list[np.ndarray]) -> list[Any]:
+        keys = [image_key(image) for image in images]
+        found, missing = self.cache.split(keys)
+        if missing:
+            with self.times.measure("preprocess"):
+                pixels = torch.cat(
+                    [self.image_processor.pixel_values(images[index]) for index in missing.values()]
+                )
+            with self.times.measure("encode"):
+                features = self.model.get_vision_features(pixel_values=pixels.to(self.device, self.dtype))
+            for row, (key, index) in enumerate(missing.items()):
+                kept = self._what_the_heads_read(features, row)
+                self.encoder_calls += 1
+                self.passes.append(("image_encoder", index))
+                self.cache.put(key, kept)
+                found[key] = kept
+        return [found[key] for key in keys]
 
-    def _what_the_heads_read(self, features: Any) -> Any:
-        """Only the FPN maps and their position encodings, which depend on the input size alone and are
-        shared between images: a cached image then holds less than half of what the encoder returned."""
-        shapes = tuple(tuple(level.shape) for level in features.fpn_position_encoding)
+    def _what_the_heads_read(self, features: Any, row: int) -> Any:
+        """Image ``row``'s FPN maps and their position encodings, which depend on the input size alone and
+        are shared between images: a cached image then holds less than half of what the encoder returned."""
+        encodings = [level[:1] for level in features.fpn_position_encoding]
+        shapes = tuple(tuple(level.shape) for level in encodings)
         if self._position_encoding is None or self._position_encoding[0] != shapes:
-            self._position_encoding = (shapes, features.fpn_position_encoding)
+            self._position_encoding = (shapes, encodings)
         return type(features)(
-            fpn_hidden_states=features.fpn_hidden_states, fpn_position_encoding=self._position_encoding[1]
+            fpn_hidden_states=[level[row : row + 1] for level in features.fpn_hidden_states],
+            fpn_position_encoding=self._position_encoding[1],
         )
 
 

@@ -2,6 +2,10 @@
 
 A detector only understands noun phrases ("shoe"), so the pipeline strips qualifiers ("left", "largest",
 "second from the right") from each prompt first and lets the selector apply them to the detections.
+
+Several jobs' images can go through together (``run_many``): each stage then runs once over all of them,
+and a component that can batches its model passes (the image encoders; the detector on images of one
+input size); each image's results equal its results alone.
 """
 
 from __future__ import annotations
@@ -66,8 +70,17 @@ class StageTimes(dict[str, float]):
             self[stage] = self.get(stage, 0.0) + time.perf_counter() - started
 
 
+class PassLog(list[tuple[str, int]]):
+    """The model passes of one ``run_many``: (kind, index of the image they were for); kinds are
+    ``detector`` and ``image_encoder``. A pass several images share is logged for the first of them."""
+
+    def count(self, kind: str, index: int) -> int:  # type: ignore[override]
+        return sum(1 for logged in self if logged == (kind, index))
+
+
 class Detector(Protocol):
-    """Finds candidates for text phrases; drops those under the option thresholds."""
+    """Finds candidates for text phrases; drops those under the option thresholds. A detector may also
+    offer ``detect_many(images, phrases, options)``, the same for several images at once."""
 
     def detect(self, image: np.ndarray, phrases: Sequence[str], options: JobOptions) -> list[list[Candidate]]:
         """Return one list of candidates per phrase, in phrase order."""
@@ -75,11 +88,29 @@ class Detector(Protocol):
 
 
 class Segmenter(Protocol):
-    """Turns candidate boxes into masks."""
+    """Turns candidate boxes into masks. A segmenter may also offer ``segment_many(images, candidates)``,
+    the same for several images at once."""
 
     def segment(self, image: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
         """Return the same candidates, in order, each with a bool HxW ``mask``."""
         ...
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One job's model input: its (decoded) image, prompts and options."""
+
+    image: np.ndarray  # HxWx3 uint8 RGB
+    prompts: Sequence[str]
+    options: JobOptions
+
+
+@dataclass
+class ImageRun:
+    """One job's model output, and the model passes that were its own."""
+
+    results: list[PromptResult]
+    counters: dict[str, int]
 
 
 def as_box(values: Sequence[float]) -> tuple[float, float, float, float]:
@@ -107,25 +138,64 @@ class Pipeline:
 
     def run(self, image: np.ndarray, prompts: Sequence[str], options: JobOptions) -> list[PromptResult]:
         """Segment ``image`` (HxWx3 uint8 RGB) for every prompt; one result per prompt, in order."""
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
-        height, width = image.shape[:2]
+        return self.run_many([ImageJob(image, prompts, options)])[0].results
+
+    def run_many(self, jobs: Sequence[ImageJob]) -> list[ImageRun]:
+        """Several images, each with its prompts, through each stage together; one run per image, in
+        order, each equal to that image's ``run`` alone."""
+        for job in jobs:
+            if job.image.ndim != 3 or job.image.shape[2] != 3:
+                raise ValueError(f"expected an HxWx3 RGB image, got shape {job.image.shape}")
         self.last_stage_times = StageTimes()
+        passes = PassLog()
         for component in (self.detector, self.segmenter):
             if hasattr(component, "times"):
                 component.times = self.last_stage_times
-        parsed = [parse_prompt(prompt) for prompt in prompts]
-        phrases = list(dict.fromkeys(p.phrase for p in parsed))
-        found = dict(zip(phrases, self.detector.detect(image, phrases, options), strict=True))
-        chosen = [select(found[p.phrase], p, (width, height), options.max_masks) for p in parsed]
-        segmented = self.segmenter.segment(image, [c for group in chosen for c in group])
-        results = []
-        start = 0
-        for prompt, group in zip(prompts, chosen, strict=True):
-            done = segmented[start : start + len(group)]
-            start += len(group)
-            results.append(PromptResult(prompt, [self._segment(prompt, c) for c in done if _has_mask(c)]))
-        return results
+            if hasattr(component, "passes"):
+                component.passes = passes
+        images = [job.image for job in jobs]
+        parsed = [[parse_prompt(prompt) for prompt in job.prompts] for job in jobs]
+        phrases = [list(dict.fromkeys(p.phrase for p in prompts)) for prompts in parsed]
+        detected = self._detect_many(images, phrases, [job.options for job in jobs])
+        chosen: list[list[list[Candidate]]] = []
+        for job, prompts, names, found in zip(jobs, parsed, phrases, detected, strict=True):
+            height, width = job.image.shape[:2]
+            by_phrase = dict(zip(names, found, strict=True))
+            chosen.append(
+                [select(by_phrase[p.phrase], p, (width, height), job.options.max_masks) for p in prompts]
+            )
+        segmented = self._segment_many(images, [[c for group in groups for c in group] for groups in chosen])
+        runs = []
+        for index, (job, groups, done) in enumerate(zip(jobs, chosen, segmented, strict=True)):
+            results, start = [], 0
+            for prompt, group in zip(job.prompts, groups, strict=True):
+                masks = done[start : start + len(group)]
+                start += len(group)
+                results.append(
+                    PromptResult(prompt, [self._segment(prompt, c) for c in masks if _has_mask(c)])
+                )
+            counters = {
+                "detector_runs": passes.count("detector", index),
+                "image_encoder_runs": passes.count("image_encoder", index),
+            }
+            runs.append(ImageRun(results, counters))
+        return runs
+
+    def _detect_many(
+        self, images: list[np.ndarray], phrases: list[list[str]], options: list[JobOptions]
+    ) -> list[list[list[Candidate]]]:
+        detect_many = getattr(self.detector, "detect_many", None)
+        if detect_many is not None:
+            return detect_many(images, phrases, options)
+        return [self.detector.detect(*item) for item in zip(images, phrases, options, strict=True)]
+
+    def _segment_many(
+        self, images: list[np.ndarray], candidates: list[list[Candidate]]
+    ) -> list[list[Candidate]]:
+        segment_many = getattr(self.segmenter, "segment_many", None)
+        if segment_many is not None:
+            return segment_many(images, candidates)
+        return [self.segmenter.segment(*item) for item in zip(images, candidates, strict=True)]
 
     def warm_up(self) -> None:
         """One small run at worker start, so the first job does not pay for lazy initialisation."""
