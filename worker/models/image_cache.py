@@ -13,6 +13,7 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+import torch
 
 
 def image_key(image: np.ndarray) -> str:
@@ -66,3 +67,9 @@ class ImageCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def batch_row(batch: torch.Tensor, row: int) -> torch.Tensor:
+    """Row ``row`` of a batched output, kept on its own: a view would keep the whole batch alive for as
+    long as the cache holds it."""
+    return batch[row : row + 1].clone() if batch.shape[0] > 1 else batch

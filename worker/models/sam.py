@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from smartseg.worker.models.image_cache import ImageCache, image_key
+from smartseg.worker.models.image_cache import ImageCache, batch_row, image_key
 from smartseg.worker.models.square_image import SquareImageProcessor, upscale_logits
 from smartseg.worker.pipeline.base import Candidate, PassLog, StageTimes
 
@@ -146,5 +146,5 @@ class BoxSegmenter:
 def _row(embeddings: Any, row: int) -> Any:
     """One image's part of a batched encoder output: a tensor (SAM) or a list of feature maps (SAM 2)."""
     if isinstance(embeddings, torch.Tensor):
-        return embeddings[row : row + 1]
+        return batch_row(embeddings, row)
     return type(embeddings)(_row(level, row) for level in embeddings)

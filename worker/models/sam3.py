@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from smartseg.shared.jobspec import JobOptions
-from smartseg.worker.models.image_cache import ImageCache, image_key
+from smartseg.worker.models.image_cache import ImageCache, batch_row, image_key
 from smartseg.worker.models.square_image import SquareImageProcessor, upscale_logits
 from smartseg.worker.pipeline.base import Candidate, PassLog, StageTimes, as_box
 
@@ -127,7 +127,7 @@ class Sam3Detector:
         if self._position_encoding is None or self._position_encoding[0] != shapes:
             self._position_encoding = (shapes, encodings)
         return type(features)(
-            fpn_hidden_states=[level[row : row + 1] for level in features.fpn_hidden_states],
+            fpn_hidden_states=[batch_row(level, row) for level in features.fpn_hidden_states],
             fpn_position_encoding=self._position_encoding[1],
         )
 
