@@ -3,8 +3,8 @@
 In one run, per pipeline (random weights at the published sizes: timing does not depend on values), on
 distinct 640x480 scenes with one prompt each and nothing cached:
 - images/s of ``Pipeline.run_many`` at each batch size (1, 2, 4, 8), batch 1 being the baseline;
-- peak memory: the device's (``torch.cuda.max_memory_allocated``) on a GPU, the process's resident set on
-  the CPU;
+- peak memory, reset before each pipeline: the device's (``torch.cuda.max_memory_allocated``) on a GPU,
+  the process's resident set (VmHWM) on the CPU;
 - with ``--compare-dtypes bfloat16,float32`` (a GPU), the mean and worst IoU of the masks the two give for
   the same inputs (target >= 0.98; random weights make this a strict test, real ones agree more);
 - end to end: jobs/s of a worker with jobs ahead against a one-at-a-time worker, 100 ms image downloads
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
@@ -102,10 +101,19 @@ def agreement(
     }
 
 
+def reset_peak_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: the resident set's peak starts again from now
+
+
 def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda"):
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kB on Linux
+    status = Path("/proc/self/status").read_text()
+    peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return round(peak_kb / 1024, 1)
 
 
 def _synchronize() -> None:
@@ -114,8 +122,7 @@ def _synchronize() -> None:
 
 
 def measure(name: str, settings: Settings, model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    if args.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(args.device)
     pipeline = load(name, settings, model_dir)
     rates = {}
     for batch in args.batches:
@@ -127,6 +134,7 @@ def measure(name: str, settings: Settings, model_dir: Path, args: argparse.Names
         "best_batch": int(best),
         "best_vs_batch_1": round(rates[best] / rates["1"], 3) if "1" in rates else None,
         "peak_memory_mb": peak_memory_mb(args.device),
+        "peak_memory_scope": "pipeline",  # reset before each pipeline
     }
     if args.compare_dtypes:
         dtypes = tuple(args.compare_dtypes.split(","))
@@ -188,9 +196,38 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = args.out or RESULTS / f"pipeline_gpu_{args.device.split(':')[0]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({name: r["images_per_s"] for name, r in report["pipelines"].items()}, indent=2))
-    print(f"saved {out}")
+    print(f"saved {out}\n\nREADME table:\n{readme_table(report)}")
     return report
+
+
+def readme_table(report: dict[str, Any]) -> str:
+    """The README's table of a saved report (tests/unit/test_bench_tables.py keeps the two equal)."""
+    batches = sorted({int(b) for figures in report["pipelines"].values() for b in figures["images_per_s"]})
+    memory = "GPU memory" if report["device"].startswith("cuda") else "process memory"
+    if any(figures.get("peak_memory_scope") != "pipeline" for figures in report["pipelines"].values()):
+        memory += ", the run's so far"  # a report from before the peak was reset per pipeline
+    rows = [
+        f"| pipeline | {' | '.join(f'batch {b}' for b in batches)} | best / batch 1 | peak {memory} |",
+        f"|---|{'---|' * len(batches)}---|---|",
+    ]
+    for name, figures in report["pipelines"].items():
+        rates = " | ".join(f"{figures['images_per_s'].get(str(b), '-')}" for b in batches)
+        rows.append(
+            f"| `{name}` | {rates} | {figures['best_vs_batch_1']:.2f}x (batch {figures['best_batch']}) "
+            f"| {figures['peak_memory_mb'] / 1024:.1f} GB |"
+        )
+    if "end_to_end" in report:
+        end = report["end_to_end"]
+        rows += [
+            "",
+            f"| end to end: `{end['pipeline']}`, {end['sequential']['jobs']} jobs, "
+            f"{int(end['fetch_delay_s'] * 1000)} ms image downloads | jobs/s |",
+            "|---|---|",
+            f"| one job at a time (`SMARTSEG_WORKER_JOBS_AHEAD=0`) | {end['sequential']['jobs_per_s']} |",
+            f"| {end['jobs_ahead']} jobs ahead | {end['overlapped']['jobs_per_s']} |",
+            f"| ratio (target ≥ {OVERLAP_TARGET}) | **{end['overlapped_vs_sequential']:.2f}x** |",
+        ]
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,18 @@ from typing import Any
 
 import pytest
 
-from bench import failover, scale
+from bench import failover, pipeline_gpu, scale
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
     ("results", "render"),
-    [("failover.json", failover.readme_table), ("scale.json", scale.readme_table)],
+    [
+        ("failover.json", failover.readme_table),
+        ("scale.json", scale.readme_table),
+        ("pipeline_gpu_cpu.json", pipeline_gpu.readme_table),
+    ],
 )
 def test_the_readme_shows_the_saved_figures(results: str, render: Callable[[dict[str, Any]], str]) -> None:
     report = json.loads((ROOT / "bench" / "results" / results).read_text())
