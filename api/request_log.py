@@ -87,7 +87,7 @@ class RequestLog:
             method,
             route,
             status,
-            seconds,
+            fields["duration_s"],  # the field's value, so the line and the field never disagree
             key_id or "-",
             f" job={fields['job_id']}" if "job_id" in fields else "",
             extra=fields,
