@@ -24,6 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.loopback import stack_settings
 from smartseg.cli.launcher import Stack
 from smartseg.shared.credentials import hash_api_key
 from smartseg.shared.jobstore import JobStore
@@ -116,17 +117,11 @@ def main() -> None:
     )
     parser.add_argument("--items", type=int, default=2000)
     args = parser.parse_args()
-    settings = Settings().updated(
+    settings = stack_settings(
         regions=["us-east"],
         default_region="us-east",
         api_key_hashes=[hash_api_key(API_KEY)],
-        api_port=0,
-        log_level="WARNING",
-        rate_limit_per_s=1e6,
-        rate_limit_burst=1_000_000,
         max_active_jobs=0,
-        fetch_allowed_networks=["127.0.0.0/8"],  # the images come from a loopback server
-        fetch_allowed_ports=["*"],
     )
     with serve_pngs({"scene.png": scene_png()}) as images:
         url = f"{images}/scene.png"

@@ -41,11 +41,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.loopback import stack_settings, timestamp
 from smartseg.api.auth import OWNER_ID_CHARS
 from smartseg.cli.launcher import Stack
 from smartseg.shared.credentials import hash_api_key
 from smartseg.shared.jobstore import JobStore
-from smartseg.shared.settings import Settings
 from smartseg.testing.api_client import JsonClient
 from smartseg.testing.image_server import serve_pngs
 from smartseg.testing.scenes import generate_scene
@@ -120,7 +120,7 @@ def counted(done: list[dict[str, Any]], killed_at: float, billed: int) -> dict[s
 
     def placed(job: dict[str, Any]) -> tuple[str, float]:
         first = job["history"][0]
-        return first["region"], _time(first["at"])
+        return first["region"], timestamp(first["at"])
 
     before_kill = [job for job in done if placed(job)[0] == DOOMED and placed(job)[1] < killed_at]
     rerouted = [job for job in before_kill if steps(job, "started", SURVIVOR)]
@@ -144,12 +144,12 @@ def counted(done: list[dict[str, Any]], killed_at: float, billed: int) -> dict[s
         "placed_in_doomed_after_kill": len(after_kill),
         "sent_straight_to_survivor": sum(placed(job)[0] == SURVIVOR for job in done),
         "first_rerouted_running_s": round(
-            min(_time(steps(j, "started", SURVIVOR)[0]["at"]) for j in rerouted) - killed_at, 3
+            min(timestamp(steps(j, "started", SURVIVOR)[0]["at"]) for j in rerouted) - killed_at, 3
         )
         if rerouted
         else None,
-        "last_moved_done_s": since_kill([_time(j["finished_at"]) for j in moved]),
-        "killed_run_done_s": since_kill([_time(j["finished_at"]) for j in killed_run]),
+        "last_moved_done_s": since_kill([timestamp(j["finished_at"]) for j in moved]),
+        "killed_run_done_s": since_kill([timestamp(j["finished_at"]) for j in killed_run]),
         "runs_started": started,
         "runs_reached_finish": reached_finish,
         "runs_killed": started - reached_finish,
@@ -160,12 +160,6 @@ def counted(done: list[dict[str, Any]], killed_at: float, billed: int) -> dict[s
         "billed_runs": billed,
         "billed_minus_succeeded": billed - succeeded,
     }
-
-
-def _time(iso: str | None) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat((iso or "").replace("Z", "+00:00")).timestamp()
 
 
 def main() -> None:
@@ -179,16 +173,7 @@ def main() -> None:
     parser.add_argument("--fetch-delay", type=float, default=0.1, help="seconds each image download takes")
     args = parser.parse_args()
     api_key = f"sk-failover-{secrets.token_hex(8)}"
-    settings = Settings().updated(
-        regions=[DOOMED, SURVIVOR],
-        api_key_hashes=[hash_api_key(api_key)],
-        api_port=0,
-        log_level="WARNING",
-        rate_limit_per_s=1e6,  # never refuses the bench's load
-        rate_limit_burst=1_000_000,
-        fetch_allowed_networks=["127.0.0.0/8"],  # the loopback image server
-        fetch_allowed_ports=["*"],
-    )
+    settings = stack_settings(regions=[DOOMED, SURVIVOR], api_key_hashes=[hash_api_key(api_key)])
     delays = {"scene.png": args.fetch_delay}
     with serve_pngs({"scene.png": scene_png()}, delays_s=delays) as images:
         stack = Stack(settings, Path(tempfile.mkdtemp(prefix="smartseg-failover-"))).start()

@@ -45,6 +45,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.loopback import stack_settings
 from smartseg.api.auth import OWNER_ID_CHARS
 from smartseg.cli.launcher import Stack, child_environment
 from smartseg.shared.credentials import hash_api_key
@@ -144,16 +145,10 @@ def scene_png(width: int = 160, height: int = 120) -> bytes:
 
 
 def bench_settings(api_key: str, **updates: Any) -> Settings:
-    return Settings().updated(
+    return stack_settings(
         regions=[DOOMED, SURVIVOR],
         api_key_hashes=[hash_api_key(api_key)],
-        api_port=0,
-        log_level="WARNING",
-        rate_limit_per_s=1e6,  # never refuses the bench's load
-        rate_limit_burst=1_000_000,
         max_active_jobs=0,  # 20,000 queued for one key
-        fetch_allowed_networks=["127.0.0.0/8"],  # the loopback image server
-        fetch_allowed_ports=["*"],
         **updates,
     )
 

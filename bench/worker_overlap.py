@@ -22,6 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.loopback import stack_settings, timestamp
 from bench.pipeline_cpu import CONFIGS
 from smartseg.cli.launcher import Stack
 from smartseg.shared.credentials import hash_api_key
@@ -58,8 +59,8 @@ def throughput(settings: Settings, image_urls: list[str], jobs: int) -> dict[str
     finally:
         stack.stop()
     assert all(job["status"] == "succeeded" for job in done), [j["status"] for j in done]
-    first = min(_time(job["created_at"]) for job in done)
-    last = max(_time(job["finished_at"]) for job in done)
+    first = min(timestamp(job["created_at"]) for job in done)
+    last = max(timestamp(job["finished_at"]) for job in done)
     waits = sorted(job["metrics"].get("model_wait_s") or 0.0 for job in done)
     return {
         "jobs": jobs,
@@ -68,12 +69,6 @@ def throughput(settings: Settings, image_urls: list[str], jobs: int) -> dict[str
         "median_inference_s": round(sorted(job["metrics"]["inference_s"] for job in done)[jobs // 2], 4),
         "median_model_wait_s": round(waits[jobs // 2], 4),
     }
-
-
-def _time(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def measure_overlap(
@@ -87,18 +82,7 @@ def measure_overlap(
     """Both workers in turn on the same jobs; the figures and their ratio."""
     ahead = Settings().worker_jobs_ahead if jobs_ahead is None else jobs_ahead
     models = {"model_dir": str(model_dir), **CONFIGS[pipeline]} if pipeline in CONFIGS else {}
-    base = Settings().updated(
-        regions=[REGION],
-        api_port=0,
-        log_level="WARNING",
-        pipelines=[pipeline],
-        device=device,
-        fetch_allowed_networks=["127.0.0.0/8"],  # the loopback image server
-        fetch_allowed_ports=["*"],
-        rate_limit_per_s=1e6,
-        rate_limit_burst=1_000_000,
-        **models,
-    )
+    base = stack_settings(regions=[REGION], pipelines=[pipeline], device=device, **models)
     images = {f"scene-{seed}.png": scene_png(seed) for seed in range(8)}
     with serve_pngs(images, delays_s=dict.fromkeys(images, fetch_delay_s)) as image_base:
         urls = [f"{image_base}/{name}" for name in images]
