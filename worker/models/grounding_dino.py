@@ -120,19 +120,15 @@ class GroundingDinoDetector:
         each result equals its pass alone)."""
         keys = [image_key(image) for image in images]
         groups = [self._groups_that_fit(names) for names in phrases]
-        found: dict[str, Detections] = {}
-        missing: dict[str, tuple[int, list[str]]] = {}  # cache key -> (image index, phrases of one caption)
-        for index, (key, image_groups) in enumerate(zip(keys, groups, strict=True)):
-            for group in image_groups:
-                entry = f"{key}:{caption_of(group)}"
-                if entry in found or entry in missing:
-                    continue
-                cached: Detections | None = self.cache.get(entry)
-                if cached is not None:
-                    found[entry] = cached
-                else:
-                    missing[entry] = (index, group)
-        if missing:
+        # Each (image, caption) a job asks for: its cache key, image index and phrases.
+        wanted = [
+            (f"{key}:{caption_of(group)}", index, group)
+            for index, (key, image_groups) in enumerate(zip(keys, groups, strict=True))
+            for group in image_groups
+        ]
+        found, missing_at = self.cache.split([entry for entry, _, _ in wanted])
+        if missing_at:
+            missing = {entry: wanted[position][1:] for entry, position in missing_at.items()}
             found |= self._detect_missing(images, missing)
         return [
             [
@@ -202,16 +198,13 @@ class GroundingDinoDetector:
     def _run(self, pixels: list[Any], texts: list[Any]) -> Any:
         """One forward pass over (image, caption) pairs of one input size and one caption length."""
         with self.times.measure("detect"):
+            parts = [{**image, **text} for image, text in zip(pixels, texts, strict=True)]
             inputs = {
-                name: torch.cat([part[name] for part in pixels])
-                for name in pixels[0]
-                if name != "offset_mapping"
-            } | {
-                name: torch.cat([part[name] for part in texts])
-                for name in texts[0]
-                if name != "offset_mapping"
+                name: torch.cat([part[name] for part in parts]).to(self.device)
+                for name in parts[0]
+                if name != "offset_mapping"  # the caption's character spans, read back per row
             }
-            return self.model(**{key: value.to(self.device) for key, value in inputs.items()})
+            return self.model(**inputs)
 
 
 def _detections(outputs: Any, row: int, text: Any, phrases: list[str], width: int, height: int) -> Detections:

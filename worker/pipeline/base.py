@@ -74,7 +74,8 @@ class PassLog(list[tuple[str, int]]):
     """The model passes of one ``run_many``: (kind, index of the image they were for); kinds are
     ``detector`` and ``image_encoder``. A pass several images share is logged for the first of them."""
 
-    def count(self, kind: str, index: int) -> int:  # type: ignore[override]
+    def of(self, kind: str, index: int) -> int:
+        """How many passes of ``kind`` were for image ``index``."""
         return sum(1 for logged in self if logged == (kind, index))
 
 
@@ -175,8 +176,8 @@ class Pipeline:
                     PromptResult(prompt, [self._segment(prompt, c) for c in masks if _has_mask(c)])
                 )
             counters = {
-                "detector_runs": passes.count("detector", index),
-                "image_encoder_runs": passes.count("image_encoder", index),
+                "detector_runs": passes.of("detector", index),
+                "image_encoder_runs": passes.of("image_encoder", index),
             }
             runs.append(ImageRun(results, counters))
         return runs
